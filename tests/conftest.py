@@ -1,0 +1,36 @@
+"""Shared fixtures for the notebook tests."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def repo() -> Path:
+    "The repository root (the folder holding settings.ini), derived from this file's location."
+    assert (REPO / 'settings.ini').is_file(), f'settings.ini not found in {REPO}'
+    return REPO
+
+
+@pytest.fixture(scope='session')
+def bin_dir() -> Path:
+    "The running interpreter's bin dir: nbdev_test, nbdev_export, ... of the same environment live here."
+    return Path(sys.executable).parent
+
+
+@pytest.fixture
+def kernel_env(monkeypatch, repo, bin_dir):
+    """Environment under which jupyter's `python3` kernel is this interpreter and imports this checkout's `daq`.
+
+    The venv's kernelspec (share/jupyter/kernels/python3/kernel.json, installed by ipykernel) has argv[0] `python`;
+    jupyter_client replaces argv[0] `python`/`python3`/`python3.X` with `sys.executable`, and the PATH entry covers
+    anything the kernel itself spawns as `python`. JUPYTER_PREFER_ENV_PATH makes the venv's kernelspec win over one in
+    ~/.local/share/jupyter. PYTHONPATH mirrors nbdev_test, which puts the repo root on the kernel's sys.path."""
+    monkeypatch.setenv('PATH', os.pathsep.join([str(bin_dir), os.environ.get('PATH', '')]))
+    monkeypatch.setenv('JUPYTER_PREFER_ENV_PATH', '1')
+    pp = os.environ.get('PYTHONPATH')
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(repo)] + ([pp] if pp else [])))
+    monkeypatch.delenv('IN_TEST', raising=False)
