@@ -87,7 +87,7 @@ def _checkable(b:torch.Tensor) -> bool: return b.device.type == 'cpu' and not to
 
 def _check_range(lower:torch.Tensor, upper:torch.Tensor):
     if _checkable(lower) and _checkable(upper):
-        lo, up = float(lower), float(upper)
+        lo, up = float(lower.detach()), float(upper.detach())
         if not (math.isfinite(lo) and math.isfinite(up) and up > lo):
             raise ValueError(f"upper must be > lower (both finite), got lower={lo}, upper={up}")
 
@@ -122,7 +122,7 @@ def quantize_act(x:torch.Tensor, # activation, e.g. a ReLU output
     "Quantize an activation to `bits` bits: $R(t)/n \\in [0, 1]$ with $t = \\mathrm{clip}(x/(u_A/n), 0, n)$."
     n = check_bits(bits); check_positive('gamma', gamma); check_positive('sigma', sigma); _check_input(x)
     upper = _as_bound(upper, 'upper', x)
-    if _checkable(upper) and not float(upper) > 0: raise ValueError(f"upper must be > 0, got {float(upper)}")
+    if _checkable(upper) and not float(upper.detach()) > 0: raise ValueError(f"upper must be > 0, got {float(upper.detach())}")
     lower = torch.zeros((), dtype=upper.dtype, device=x.device)
     if soft: return QuantizeFunction.apply(x, lower, upper, n, 1, gamma, sigma)
     return fused(_quantize_forward_body)(x, lower, upper, float(n), 1.0, 0.0)
