@@ -63,7 +63,8 @@ def temperature_controller(s_floor:torch.Tensor, # score of the lower level
                           ) -> torch.Tensor:
     "Adaptive temperature $\\beta^* = \\gamma / |s_\\text{floor} - s_\\text{ceil}|$, detached from the graph."
     gamma = check_positive('gamma', gamma)
-    return (gamma / (s_floor - s_ceil).abs()).detach()
+    gap = (s_floor - s_ceil).abs().clamp_min(torch.finfo(s_floor.dtype).tiny)  # a tie (possible only without kernel) stays finite
+    return (gamma / gap).detach()
 
 # %% ../nbs/00_dasr.ipynb #97e7820f
 def output_shift(gamma:float=2.0 # target logit gap $\gamma > 0$

@@ -63,13 +63,14 @@ class CifarResNet(nn.Module):
 def resnet20(wbits:int|None=1, # weight bit-width of the block convs (None: full precision)
              abits:int|None=1, # activation bit-width of the block convs (None: full precision)
              num_classes:int=10, # classifier outputs
-             gamma_w:float=2.0, sigma_w:float=1.0, gamma_a:float=2.0, sigma_a:float=2.0 # DASR settings (the authors')
+             gamma_w:float=2.0, sigma_w:float=1.0, gamma_a:float=2.0, sigma_a:float=2.0, # DASR settings (the authors')
+             rounding:str='dasr' # training-time rounding ('dasr' or a `daq.variants` name, for ablations)
             ) -> CifarResNet:
     "The authors' CIFAR-10 ResNet-20; full precision when both bit-widths are None."
     def make_conv(cin, cout, stride):
         if wbits is None and abits is None: return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         conv = DAQConv2d(cin, cout, 3, stride, 1, wbits=wbits, abits=abits,
-                         gamma_w=gamma_w, sigma_w=sigma_w, gamma_a=gamma_a, sigma_a=sigma_a)
+                         gamma_w=gamma_w, sigma_w=sigma_w, gamma_a=gamma_a, sigma_a=sigma_a, rounding=rounding)
         # the authors' full-precision-activation runs also store an (unused) activation lower bound `lA`
         if abits is None: conv.register_buffer('lA', torch.tensor(0.0))
         return conv
@@ -87,7 +88,7 @@ def resnet18(wbits:int|None=2, # weight bit-width (None: full precision)
              num_classes:int=1000, # classifier outputs
              weights=None, # torchvision weights to start from, e.g. "IMAGENET1K_V1" (downloads)
              quantize_downsample:bool=True, # also quantize the 1x1 shortcut convolutions
-             **dasr_kwargs # gamma_w, sigma_w, gamma_a, sigma_a
+             **dasr_kwargs # gamma_w, sigma_w, gamma_a, sigma_a, rounding
             ) -> nn.Module:
     "torchvision's ResNet-18 with DAQ convolutions (stem and `fc` full precision)."
     return _torchvision_resnet('resnet18', wbits, abits, num_classes, weights, quantize_downsample, dasr_kwargs)
@@ -97,7 +98,7 @@ def resnet34(wbits:int|None=2, # weight bit-width (None: full precision)
              num_classes:int=1000, # classifier outputs
              weights=None, # torchvision weights to start from, e.g. "IMAGENET1K_V1" (downloads)
              quantize_downsample:bool=True, # also quantize the 1x1 shortcut convolutions
-             **dasr_kwargs # gamma_w, sigma_w, gamma_a, sigma_a
+             **dasr_kwargs # gamma_w, sigma_w, gamma_a, sigma_a, rounding
             ) -> nn.Module:
     "torchvision's ResNet-34 with DAQ convolutions (stem and `fc` full precision)."
     return _torchvision_resnet('resnet34', wbits, abits, num_classes, weights, quantize_downsample, dasr_kwargs)

@@ -40,6 +40,7 @@ class Recipe:
     sigma_w:float = 1.0
     gamma_a:float = 2.0
     sigma_a:float = 2.0
+    rounding:str = 'dasr'            # training-time rounding: 'dasr' or a `daq.variants` name (ablations)
     init:str|None = 'authors-fp'     # 'authors-fp', 'torchvision', a checkpoint path, or None (random)
     seed:int = 0
     source:str = 'authors'           # whose hyperparameters these are
@@ -76,7 +77,7 @@ QUANTIZER_KEYS = ('uW', 'lW', 'uA', 'beta', 'init', 'lA')
 
 def build_model(recipe:Recipe, num_classes:int|None=None) -> nn.Module:
     "The recipe's network (untrained)."
-    kw = dict(gamma_w=recipe.gamma_w, sigma_w=recipe.sigma_w, gamma_a=recipe.gamma_a, sigma_a=recipe.sigma_a)
+    kw = dict(gamma_w=recipe.gamma_w, sigma_w=recipe.sigma_w, gamma_a=recipe.gamma_a, sigma_a=recipe.sigma_a, rounding=recipe.rounding)
     if recipe.arch == 'resnet20': return resnet20(recipe.wbits, recipe.abits, num_classes or 10, **kw)
     if recipe.arch in ('resnet18', 'resnet34'):
         weights = 'IMAGENET1K_V1' if recipe.init == 'torchvision' else None
