@@ -250,11 +250,11 @@ def print_header(info: dict, args):
 
 def print_table(rows: list):
     "Print the results, one row per (shape, method)."
-    head = f"{'shape':<16} {'method':<10} {'median ms':>10} {'min ms':>9} {'x fakequant':>12} {'saved/in':>9} {'saved-x/in':>11}"
+    head = f"{'shape':<16} {'method':<10} {'median ms':>10} {'min ms':>9} {'x fakequant':>12} {'(min/min)':>9} {'saved/in':>9} {'saved-x/in':>11}"
     print(head); print('-' * len(head))
     for r in rows:
         print(f"{'x'.join(map(str, r['shape'])):<16} {r['method']:<10} {r['median_ms']:>10.2f} {r['min_ms']:>9.2f} "
-              f"{r['ratio_vs_fakequant']:>11.2f}x {r['saved_per_input']:>9.4f} {r['saved_other_per_input']:>11.4f}")
+              f"{r['ratio_vs_fakequant']:>11.2f}x {r['min_ratio_vs_fakequant']:>8.2f}x {r['saved_per_input']:>9.4f} {r['saved_other_per_input']:>11.2g}")
 
 
 def parse_args(argv=None):
@@ -299,13 +299,15 @@ def main(argv=None):
         if other is not None:
             print(f"# {'x'.join(map(str, shape))}: other processes used {100 * other:.0f}% of the CPUs while timing"
                   + ("  <-- WARNING: the machine was busy, timings are unreliable" if other > 0.1 else ''), flush=True)
-        base = timing['fakequant']['median_ms']
+        base, base_min = timing['fakequant']['median_ms'], timing['fakequant']['min_ms']
         for k in cands:
             rows.append(dict(shape=list(shape), method=k, **timing[k], ratio_vs_fakequant=timing[k]['median_ms'] / base,
+                             min_ratio_vs_fakequant=timing[k]['min_ms'] / base_min,
                              saved_per_input=saved[k][0], saved_other_per_input=saved[k][1], other_cpu_share=other))
     print()
     print_table(rows)
-    print("\n# x fakequant: median time / fakequant's median time on the same shape."
+    print("\n# x fakequant: median time / fakequant's median time on the same shape; (min/min): the same with the"
+          "\n#   fastest run of each (less sensitive to other processes on a shared machine)."
           "\n# saved/in: bytes autograd saves for backward (all distinct storages, x itself included) / x.nbytes;"
           "\n# saved-x/in: the same without x's own storage.")
     if args.json:
