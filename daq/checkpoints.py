@@ -128,7 +128,7 @@ def evaluate_checkpoints(argv=None # command-line arguments (default: sys.argv[1
         t0 = time.perf_counter()
         results[name] = accuracy(load_authors_checkpoint(path, wb, ab), images, labels, a.batch_size)
         ref = f"  (authors' code on test-exact-1000: {expected:.1%})" if expected is not None and data.name == 'test-exact-1000.npz' else ''
-        print(f"{name:8s} W{wb or 32}A{ab or 32}  accuracy {results[name]:.1%}  [{time.perf_counter() - t0:.1f} s]{ref}")
+        print(f"{path.name:20s} W{wb or 32}A{ab or 32}  accuracy {results[name]:.1%}  [{time.perf_counter() - t0:.1f} s]{ref}")
     return results
 
 def eval_cli(argv=None):
