@@ -5,6 +5,7 @@ On the same tensor, in one run, this script times forward+backward of
 
 * ``fused``     -- ``daq.quant.quantize_act`` on its default path (the ``torch.compile``'d kernels);
 * ``eager``     -- the same call with ``DAQ_FUSED=0`` (plain PyTorch ops);
+* ``ste``       -- ``quantize_act(..., rounding=ste_round)``: straight-through rounding on the same fused kernels;
 * ``fakequant`` -- ``torch.fake_quantize_per_tensor_affine`` with ``scale = upper / n``, the baseline;
 * ``lsq``       -- ``torch._fake_quantize_learnable_per_tensor_affine`` (fake-quant that, like ``quantize_act``,
   also returns the gradient of its clip parameter; informative only, ``--skip-lsq`` drops it);
@@ -28,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
 from daq.quant import quantize_act, quantize_reference, _quantize_forward_body, _quantize_backward_body
 from daq.dasr import check_bits, fused
+from daq.variants import ste_round
 
 SHAPES = [(256, 16, 32, 32), (256, 64, 8, 8)]
 GAMMA, SIGMA = 2.0, 2.0        # quantize_act's defaults for activations
@@ -134,6 +136,9 @@ def make_candidates(bits: int, with_reference: bool, with_lsq: bool) -> dict:
     def daq_eager_path(x, upper):
         with daq_fused('0'): return quantize_act(x, upper, bits, GAMMA, SIGMA)
 
+    def ste(x, upper):
+        with daq_fused('auto'): return quantize_act(x, upper, bits, GAMMA, SIGMA, rounding=ste_round)
+
     def fake_quant(x, upper):
         scale = upper.detach() / n                    # fake_quantize_per_tensor_affine gives no gradient to scale
         zero_point = torch.zeros((), dtype=torch.int32, device=x.device)
@@ -147,7 +152,7 @@ def make_candidates(bits: int, with_reference: bool, with_lsq: bool) -> dict:
     def reference(x, upper):
         return quantize_reference(x, 0.0, upper, bits, mul=1, gamma=GAMMA, sigma=SIGMA)
 
-    cands = dict(fused=daq_fused_path, eager=daq_eager_path, fakequant=fake_quant)
+    cands = dict(fused=daq_fused_path, eager=daq_eager_path, ste=ste, fakequant=fake_quant)
     if with_lsq: cands['lsq'] = lsq
     if with_reference: cands['reference'] = reference
     return cands
@@ -182,7 +187,7 @@ def check_fused_matches_eager(cands: dict, x, upper, grad, rtol: float = 1e-5):
         results[name] = (y, x.grad.clone(), upper.grad.clone())
     for k in (_quantize_forward_body, _quantize_backward_body):
         kern = fused(k)
-        if kern.failed or kern.compiled is None:
+        if kern.failed or not kern.compiled:
             raise RuntimeError(f"the fused path did not run a compiled kernel for {k.__name__} (failed={kern.failed})")
     (yf, gxf, guf), (ye, gxe, gue) = results['fused'], results['eager']
     if not torch.equal(yf, ye):

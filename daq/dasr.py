@@ -89,13 +89,10 @@ def dasr_reference(x:torch.Tensor, # input in level units
 
 # %% ../nbs/00_dasr.ipynb #99ddf828
 def _dasr_slope(x, gain:float, k_far:float):
-    "Closed-form slope with precomputed constants: `gain * (s0 + s1) / |s1 - s0|`."
+    "Closed-form slope with precomputed constants: `gain * (1 + u) / (1 - u)`, `u = k_far * exp(-|2r - 1|)`."
     r = x - torch.floor(x)
-    m0, m1 = torch.exp(-r), torch.exp(r - 1)
-    ceil_nearer = r > 0.5
-    s0 = torch.where(ceil_nearer, k_far * m0, m0)
-    s1 = torch.where(ceil_nearer, m1, k_far * m1)
-    return gain * (s0 + s1) / (s1 - s0).abs()
+    u = k_far * torch.exp(-torch.abs(2 * r - 1))
+    return gain * (1 + u) / (1 - u)
 
 def dasr_constants(gamma:float=2.0, # temperature controller's target logit gap $\gamma > 0$
                    sigma:float=1.0 # Gaussian kernel width $\sigma > 0$
@@ -114,9 +111,9 @@ def dasr_grad(x:torch.Tensor, # input in level units
 # %% ../nbs/00_dasr.ipynb #7963ad73
 class FusedKernel:
     "An elementwise body run through `torch.compile` on large tensors and eagerly otherwise."
-    def __init__(self, body, # pure function of tensors and Python floats
+    def __init__(self, body, # pure function of tensors (first) and Python floats (last)
                  min_numel:int=2**15): # smallest tensor that is worth a compiled kernel
-        self.body, self.min_numel, self.compiled, self.failed = body, min_numel, None, False
+        self.body, self.min_numel, self.compiled, self.failed = body, min_numel, {}, False
 
     def wants_fused(self, x:torch.Tensor) -> bool:
         "Whether a call on `x` should use the compiled kernel."
@@ -125,21 +122,38 @@ class FusedKernel:
         if mode == '0' or self.failed or torch.compiler.is_compiling(): return False
         return mode == '1' or x.numel() >= self.min_numel
 
-    def __call__(self, x:torch.Tensor, *args):
-        if self.wants_fused(x):
-            try:
-                if self.compiled is None: self.compiled = torch.compile(self.body, dynamic=True)
-                return self.compiled(x, *args)
+    def kernel(self, constants:tuple):
+        "The compiled body with `constants` (its trailing float arguments) built in; compiled on first use."
+        if constants not in self.compiled:
+            # a fresh function whose code holds the constants as literals: torch.compile folds literals into the
+            # kernel (it passes floats from arguments or closures at run time), and a code object of its own gets
+            # its own compile cache, so kernels never evict each other
+            literals = ', '.join(repr(c) if math.isfinite(c) else f"float('{c}')" for c in constants)
+            name = f"{self.body.__name__}_{len(self.compiled)}"
+            scope = {'body': self.body}
+            exec(f"def {name}(*tensors): return body(*tensors, {literals})", scope)
+            self.compiled[constants] = torch.compile(scope[name], dynamic=True)
+        return self.compiled[constants]
+
+    def __call__(self, *args):
+        n_tensors = sum(isinstance(a, torch.Tensor) for a in args)
+        tensors, constants = args[:n_tensors], args[n_tensors:]
+        if any(not isinstance(c, (int, float)) for c in constants):
+            raise TypeError(f"{self.body.__name__}: pass tensors first, then Python numbers; got {[type(a).__name__ for a in args]}")
+        if self.wants_fused(tensors[0]):
+            try: return self.kernel(tuple(float(c) for c in constants))(*tensors)
             except Exception as e:
                 self.failed = True
                 warnings.warn(f"daq: torch.compile failed for {self.body.__name__} ({type(e).__name__}: {e}); "
                               "using the eager kernel from now on")
-        return self.body(x, *args)
+        return self.body(*args)
 
 @functools.cache
-def fused(body) -> FusedKernel:
-    "The one `FusedKernel` for `body` (created on first use)."
-    return FusedKernel(body)
+def _fused_kernel(body) -> FusedKernel: return FusedKernel(body)
+
+def fused(body):
+    "The one `FusedKernel` for `body` (created on first use); `body` itself inside a `torch.compile`d model, which fuses it with its neighbours."
+    return body if torch.compiler.is_compiling() else _fused_kernel(body)
 
 # %% ../nbs/00_dasr.ipynb #074e95b0
 def _dasr_backward_body(x, grad, gain:float, k_far:float):

@@ -4,15 +4,15 @@
 
 # %% auto #0
 __all__ = ['standardize', 'clip_to_levels', 'quantize_with', 'quantize_reference', 'QuantizeFunction', 'quantize_weight',
-           'quantize_act', 'DAQConv2d', 'quantize_model', 'split_quantizer_parameters']
+           'quantize_act', 'saved_as_levels', 'DAQConv2d', 'quantize_model', 'split_quantizer_parameters']
 
 # %% ../nbs/01_quant.ipynb #04d9553f
-import math
+import contextlib, math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .dasr import check_bits, check_positive, round_half_down, dasr_constants, _dasr_slope, dasr_reference, fused
-from .variants import rounding_function
+from .variants import rounding_function, ste_round
 
 # %% ../nbs/01_quant.ipynb #8ed70c0a
 def standardize(w:torch.Tensor # weight tensor
@@ -64,21 +64,22 @@ def _quantize_backward_body(v, lower, upper, grad, n:float, mul:float, gain:floa
     t = (v.to(opmath) - lower) / (width / n)
     inside = (t >= 0) & (t <= n)
     c = torch.where(inside, grad.to(opmath) * _dasr_slope(t, gain, k_far) * (mul / n), 0.0)
-    return (c * (n / width)).to(v.dtype), (c * ((t - n) / width)).sum(), (-c * (t / width)).sum()
+    # d t/d lower = (t - n)/width, d t/d upper = -t/width: sum first, divide once (no per-element division)
+    return (c * (n / width)).to(v.dtype), (c * (t - n)).sum() / width, -(c * t).sum() / width
 
 class QuantizeFunction(torch.autograd.Function):
     "DAQ quantizer: exact hard forward, closed-form DASR backward to the input and both clip bounds."
     @staticmethod
-    def forward(ctx, v, lower, upper, n, mul, gamma, sigma):
+    def forward(ctx, v, lower, upper, n, mul, slope_constants):
         ctx.save_for_backward(v, lower, upper)
-        ctx.n, ctx.mul, ctx.constants = n, mul, dasr_constants(gamma, sigma)
+        ctx.n, ctx.mul, ctx.constants = n, mul, slope_constants     # (gain, k_far) of `_dasr_slope`
         return fused(_quantize_forward_body)(v, lower, upper, float(n), float(mul), float(n if mul == 2 else 0))
 
     @staticmethod
     def backward(ctx, grad):
         v, lower, upper = ctx.saved_tensors
         gv, gl, gu = fused(_quantize_backward_body)(v, lower, upper, grad, float(ctx.n), float(ctx.mul), *ctx.constants)
-        return gv, gl.reshape(lower.shape).to(lower.dtype), gu.reshape(upper.shape).to(upper.dtype), None, None, None, None
+        return gv, gl.reshape(lower.shape).to(lower.dtype), gu.reshape(upper.shape).to(upper.dtype), None, None, None
 
 # %% ../nbs/01_quant.ipynb #1c3b5340
 def _as_bound(value, name:str, like:torch.Tensor) -> torch.Tensor:
@@ -115,8 +116,9 @@ def quantize_weight(w:torch.Tensor, # standardized weight, see `standardize`
     n = check_bits(bits); check_positive('gamma', gamma); check_positive('sigma', sigma); _check_input(w)
     lower, upper = _as_bound(lower, 'lower', w), _as_bound(upper, 'upper', w)
     _check_range(lower, upper)
+    if soft and rounding is ste_round: return QuantizeFunction.apply(w, lower, upper, n, 2, (1.0, 0.0))  # slope 1: STE, fused
     if soft and rounding is not None: return quantize_with(w, lower, upper, bits, 2, rounding)
-    if soft: return QuantizeFunction.apply(w, lower, upper, n, 2, gamma, sigma)
+    if soft: return QuantizeFunction.apply(w, lower, upper, n, 2, dasr_constants(gamma, sigma))
     return fused(_quantize_forward_body)(w, lower, upper, float(n), 2.0, float(n))
 
 # %% ../nbs/01_quant.ipynb #44517348
@@ -133,9 +135,29 @@ def quantize_act(x:torch.Tensor, # activation, e.g. a ReLU output
     upper = _as_bound(upper, 'upper', x)
     if _checkable(upper) and not float(upper.detach()) > 0: raise ValueError(f"upper must be > 0, got {float(upper.detach())}")
     lower = torch.zeros((), dtype=upper.dtype, device=x.device)
+    if soft and rounding is ste_round: return QuantizeFunction.apply(x, lower, upper, n, 1, (1.0, 0.0))  # slope 1: STE, fused
     if soft and rounding is not None: return quantize_with(x, lower, upper, bits, 1, rounding)
-    if soft: return QuantizeFunction.apply(x, lower, upper, n, 1, gamma, sigma)
+    if soft: return QuantizeFunction.apply(x, lower, upper, n, 1, dasr_constants(gamma, sigma))
     return fused(_quantize_forward_body)(x, lower, upper, float(n), 1.0, 0.0)
+
+# %% ../nbs/01_quant.ipynb #3b74e27d
+def _to_levels(q, n:float): return torch.round(q.float() * n).to(torch.uint8)
+def _from_levels(k, n:float): return k.float() / n
+
+@contextlib.contextmanager
+def saved_as_levels(q:torch.Tensor, # activation quantized to levels $k/n$, e.g. `quantize_act`'s output (or its cast)
+                    bits:int # its bit-width
+                   ):
+    "Inside the block, autograd saves `q` as `uint8` levels; yields a list of the `(shape, bytes)` it stored so."
+    n, stored = float(check_bits(bits)), []
+    def pack(t):
+        if t.data_ptr() == q.data_ptr() and t.shape == q.shape and t.stride() == q.stride() and t.dtype == q.dtype:
+            levels = fused(_to_levels)(t, n)
+            stored.append((tuple(t.shape), levels.nbytes))
+            return levels, t.dtype
+        return t
+    def unpack(p): return fused(_from_levels)(p[0], n).to(p[1]) if isinstance(p, tuple) else p
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack): yield stored
 
 # %% ../nbs/01_quant.ipynb #f353ed80
 class DAQConv2d(nn.Conv2d):
@@ -147,13 +169,14 @@ class DAQConv2d(nn.Conv2d):
                  gamma_w:float=2.0, sigma_w:float=1.0, # DASR settings for weights
                  gamma_a:float=2.0, sigma_a:float=2.0, # DASR settings for activations
                  rounding:str='dasr', # training-time rounding: 'dasr' or a variant from `daq.variants` (ablations)
+                 save_levels:bool|None=None, # save the quantized input for backward as uint8 levels (None: on GPUs)
                  device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                          device=device, dtype=dtype)
         for b in (wbits, abits):
             if b is not None: check_bits(b)
         for name, v in dict(gamma_w=gamma_w, sigma_w=sigma_w, gamma_a=gamma_a, sigma_a=sigma_a).items(): check_positive(name, v)
-        self.wbits, self.abits, self.rounding = wbits, abits, rounding
+        self.wbits, self.abits, self.rounding, self.save_levels = wbits, abits, rounding, save_levels
         custom = rounding != 'dasr'
         self._round_w = rounding_function(rounding, gamma_w, sigma_w) if custom else None
         self._round_a = rounding_function(rounding, gamma_a, sigma_a) if custom else None
@@ -162,6 +185,15 @@ class DAQConv2d(nn.Conv2d):
         self.uW = nn.Parameter(torch.tensor(3.0, **kw)); self.lW = nn.Parameter(torch.tensor(-3.0, **kw))
         self.beta = nn.Parameter(torch.tensor(1.0, **kw)); self.uA = nn.Parameter(torch.tensor(3.0, **kw))
         self.register_buffer('init', torch.tensor(1, device=device))
+        self._check_init = True        # read `init` on the next training forward (then never again until reloaded)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._check_init = True        # a loaded `init` may say either
+
+    def reinitialize(self):
+        "Redo the data-dependent initialisation on the next training forward."
+        self.init.fill_(1); self._check_init = True
 
     def quantized_weight(self, soft:bool=False) -> torch.Tensor:
         "The weight as the convolution sees it."
@@ -183,10 +215,17 @@ class DAQConv2d(nn.Conv2d):
         self.init.fill_(0)
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
-        if self.training and bool(self.init): self.initialize(x)
+        if self.training and self._check_init:
+            if bool(self.init): self.initialize(x)
+            self._check_init = False
         soft = self.training and torch.is_grad_enabled()
-        out = self.beta.abs() * self._conv_forward(self.quantized_input(x, soft), self.quantized_weight(soft), None)
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        qx, w = self.quantized_input(x, soft), self.beta.abs() * self.quantized_weight(soft)
+        levels = self.save_levels if self.save_levels is not None else x.is_cuda
+        levels = levels and not torch.compiler.is_compiling()     # a compiled graph plans its saved tensors itself
+        if not (soft and levels and self.abits is not None and self.rounding in ('dasr', 'ste')):   # variants' q need not be levels
+            return self._conv_forward(qx, w, self.bias)
+        if torch.is_autocast_enabled(x.device.type): qx = qx.to(torch.get_autocast_dtype(x.device.type))  # the tensor conv saves
+        with saved_as_levels(qx, self.abits): return self._conv_forward(qx, w, self.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f', wbits={self.wbits}, abits={self.abits}' + (f', rounding={self.rounding!r}' if self.rounding != 'dasr' else '')

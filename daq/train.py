@@ -120,33 +120,49 @@ def make_optimizers(model:nn.Module, recipe:Recipe) -> tuple:
     return opts, [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=recipe.epochs, eta_min=0.0) for o in opts]
 
 # %% ../nbs/05_train.ipynb #0ab7c137
-def train_epoch(model:nn.Module, loader, optimizers:list, device, desc:str='train', progress:bool=True) -> dict:
+def _amp_dtype(amp):
+    if amp not in (None, 'bf16'): raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
+    return torch.bfloat16 if amp == 'bf16' else None
+
+def train_epoch(model:nn.Module, loader, optimizers:list, device, desc:str='train', progress:bool=True,
+                amp:str|None=None, # None (float32) or 'bf16' (bfloat16 autocast)
+                channels_last:bool=False, # convert batches to channels_last
+                postfix_every:int=20 # steps between progress-bar updates (each reads the device once)
+               ) -> dict:
     "One training pass; returns mean loss, accuracy, per-step losses, wall time and images/s."
+    device, dtype = torch.device(device), _amp_dtype(amp)
     model.train()
-    losses, correct, seen, t0 = [], 0, 0, time.perf_counter()
+    losses, correct, seen, t0 = [], torch.zeros((), dtype=torch.long, device=device), 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for x, y in bar:
+    for i, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
+        if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
         for o in optimizers: o.zero_grad(set_to_none=True)
         loss.backward()
         for o in optimizers: o.step()
-        losses.append(loss.item()); correct += (out.argmax(1) == y).sum().item(); seen += len(y)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{correct / seen:.1%}")
+        losses.append(loss.detach()); correct += (out.argmax(1) == y).sum(); seen += len(y)
+        if progress and i % postfix_every == 0:
+            bar.set_postfix(loss=f"{torch.stack(losses[-20:]).mean().item():.3f}", acc=f"{correct.item() / seen:.1%}")
+    losses = torch.stack(losses).tolist()
     wall = time.perf_counter() - t0
-    return dict(loss=float(np.mean(losses)), acc=correct / seen, step_losses=losses, wall_s=wall, images_per_s=seen / wall)
+    return dict(loss=float(np.mean(losses)), acc=correct.item() / seen, step_losses=losses, wall_s=wall, images_per_s=seen / wall)
 
 @torch.no_grad()
-def evaluate(model:nn.Module, loader, device) -> dict:
+def evaluate(model:nn.Module, loader, device, amp:str|None=None, channels_last:bool=False) -> dict:
     "Mean cross-entropy and top-1 accuracy over `loader`, in eval mode."
+    device, dtype = torch.device(device), _amp_dtype(amp)
     model.eval()
-    loss, correct, seen = 0.0, 0, 0
+    acc_dtype = torch.float32 if device.type == 'mps' else torch.float64        # MPS has no float64
+    loss, correct, seen = torch.zeros((), dtype=acc_dtype, device=device), torch.zeros((), dtype=torch.long, device=device), 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        out = model(x)
-        loss += F.cross_entropy(out, y, reduction='sum').item(); correct += (out.argmax(1) == y).sum().item(); seen += len(y)
-    return dict(loss=loss / seen, acc=correct / seen)
+        if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None): out = model(x)
+        loss += F.cross_entropy(out.float(), y, reduction='sum'); correct += (out.argmax(1) == y).sum(); seen += len(y)
+    return dict(loss=loss.item() / seen, acc=correct.item() / seen)
 
 # %% ../nbs/05_train.ipynb #d71fdba2
 def atomic_save(obj, path):
@@ -231,12 +247,17 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
           progress:bool=True, # tqdm bars
           download:bool=False, # fetch CIFAR-10 with torchvision if `data` lacks it
           shared=None, # where 'authors-fp' is found (default: `find_shared()`)
-          workers:int=8 # DataLoader workers (ImageNet only)
+          workers:int=8, # DataLoader workers (ImageNet only)
+          amp:str|None=None, # 'bf16': bfloat16 autocast (changes results slightly, so it is part of the run's config)
+          channels_last:bool=False, # NHWC model and batches (faster convolutions on GPUs)
+          compile:bool=False # `torch.compile` the model (fuses the quantizers with their neighbours; compiles for minutes first)
          ) -> dict:
     "Train `recipe`, checkpointing every epoch; returns the run summary."
     run_dir, device = Path(run_dir), torch.device(device)
+    _amp_dtype(amp)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = _run_config(recipe, data, subset, test_subset)
+    if amp: config['amp'] = amp
     last = run_dir / 'last.pt'
     ckpt = torch.load(last, map_location='cpu', weights_only=True) if last.exists() else None
     if ckpt is not None and ckpt['config'] != json.loads(json.dumps(config)) and not force:
@@ -244,7 +265,9 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
         raise ValueError(f"{run_dir} holds a run with another config (stored vs new: {diff}); use another run_dir, or force=True / --force to resume anyway")
     torch.manual_seed(recipe.seed); random.seed(recipe.seed); np.random.seed(recipe.seed)
     model = build_model(recipe).to(device)
+    if channels_last: model = model.to(memory_format=torch.channels_last)
     if ckpt is None and (init := _initial_checkpoint(recipe, shared)) is not None: initialize_from(model, init)
+    step_model = torch.compile(model) if compile else model         # same parameters; checkpoints save `model`
     optimizers, schedulers = make_optimizers(model, recipe)
     train_loader, test_loader = _loaders(recipe, data, subset, test_subset, device, download, workers)
     start, best, history = 0, dict(acc=-1.0, epoch=-1), []
@@ -262,11 +285,15 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
     for epoch in epochs:
         if hasattr(train_loader, 'set_epoch'): train_loader.set_epoch(epoch)
         lrs = [o.param_groups[0]['lr'] for o in optimizers]
-        tr = train_epoch(model, train_loader, optimizers, device, f"epoch {epoch + 1}", progress)
-        te = evaluate(model, test_loader, device)
+        t_epoch = time.perf_counter()
+        tr = train_epoch(step_model, train_loader, optimizers, device, f"epoch {epoch + 1}", progress, amp, channels_last)
+        t_eval = time.perf_counter()
+        te = evaluate(step_model, test_loader, device, amp, channels_last)
+        eval_wall = time.perf_counter() - t_eval
         for s in schedulers: s.step()
         record = dict(epoch=epoch, train_loss=tr['loss'], train_acc=tr['acc'], test_loss=te['loss'], test_acc=te['acc'],
-                      lr=lrs[0], q_lr=lrs[1] if len(lrs) > 1 else None, epoch_wall_s=tr['wall_s'], images_per_s=tr['images_per_s'])
+                      lr=lrs[0], q_lr=lrs[1] if len(lrs) > 1 else None, epoch_wall_s=tr['wall_s'], images_per_s=tr['images_per_s'],
+                      eval_wall_s=eval_wall)
         if te['acc'] > best['acc']:
             best = dict(acc=te['acc'], epoch=epoch)
             atomic_save({'model': model.state_dict(), 'epoch': epoch, 'test_acc': te['acc'], 'config': config}, run_dir / 'best.pt')
@@ -274,6 +301,7 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
                          schedulers=[s.state_dict() for s in schedulers], rng=rng_state(), epoch=epoch + 1, best=best,
                          data_order=dict(seed=recipe.seed, next_epoch=epoch + 1), config=config,
                          wall_s=wall_before + time.perf_counter() - t_run), last)
+        record['total_wall_s'] = time.perf_counter() - t_epoch       # training + evaluation + checkpoints
         with open(run_dir / 'metrics.jsonl', 'a') as f: f.write(json.dumps(record) + '\n')
         epochs.set_postfix(loss=f"{tr['loss']:.3f}", test_acc=f"{te['acc']:.1%}", best=f"{best['acc']:.1%}")
     metrics = read_metrics(run_dir)
@@ -281,7 +309,7 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
                    best_acc=best['acc'], best_epoch=best['epoch'], commit=git_commit(Path(__file__).parent if '__file__' in globals() else '.'),
                    torch=torch.__version__, device=device_name(device), seed=recipe.seed,
                    wall_s=wall_before + time.perf_counter() - t_run, data=str(data), subset=subset, test_subset=test_subset,
-                   finished=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+                   amp=amp, channels_last=channels_last, compile=compile, finished=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -326,6 +354,9 @@ def train_cli(argv=None):
     p.add_argument('--shared', help='folder with checkpoints/ and data/ (default: $DAQ_SHARED or the nearest shared/)')
     p.add_argument('--workers', type=int, default=8, help='DataLoader workers (ImageNet)')
     p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--amp', choices=['bf16'], help='bfloat16 autocast (GPU speed; part of the run config)')
+    p.add_argument('--channels-last', action='store_true', help='NHWC model and batches (GPU speed)')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model (GPU speed; minutes of compilation first)')
     a = p.parse_args(argv)
     over = dict(kv.split('=', 1) for kv in a.set) if all('=' in kv for kv in a.set) else p.error('--set takes FIELD=VALUE')
     over = {k: _parse_value(v) for k, v in over.items()}
@@ -337,5 +368,5 @@ def train_cli(argv=None):
     data = a.data or find_shared(a.shared) / 'data/cifar10/cifar10-jpeg75.tar.xz'
     run_dir = a.run_dir or Path('runs') / recipe.name
     summary = train(recipe, data, run_dir, a.device, a.subset, a.test_subset, a.force, not a.no_progress, a.download,
-                    a.shared, a.workers)
+                    a.shared, a.workers, a.amp, a.channels_last, a.compile)
     print(json.dumps(summary, indent=1))

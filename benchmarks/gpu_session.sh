@@ -1,0 +1,33 @@
+#!/bin/bash
+# The GPU checks and benchmarks of daq as one script, for a lent GPU machine with a short time budget.
+#
+#   bash benchmarks/gpu_session.sh prepare     # here, before: copy CIFAR-10 + the authors' FP checkpoint into .gpu/
+#   bash benchmarks/gpu_session.sh run         # there, from the checkout root (carry .gpu); results under $OUT
+#
+# `run` needs only torch (+ numpy, tqdm) and this checkout on PYTHONPATH. Each benchmark first checks that the fused
+# GPU kernels equal the eager reference (outputs exactly, gradients to float32 precision) and stops otherwise; then it
+# prints its ratios and writes JSON. Logs, JSON and nvidia-smi's view go to $OUT (default gpu-results/).
+set -u
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+prepare)
+    src="${DAQ_SHARED:-../shared}"
+    mkdir -p .gpu/shared/data/cifar10 .gpu/shared/checkpoints/official-daq
+    cp "$src/data/cifar10/cifar10-jpeg75.tar.xz" .gpu/shared/data/cifar10/
+    cp "$src/checkpoints/official-daq/cifar10_fp.pth" .gpu/shared/checkpoints/official-daq/
+    du -sh .gpu ;;
+run)
+    OUT="${OUT:-gpu-results}"; mkdir -p "$OUT"
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DAQ_SHARED="${DAQ_SHARED:-$PWD/.gpu/shared}" DAQ_CACHE="${DAQ_CACHE:-$PWD/.gpu/cache}"
+    nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+    status=0
+    step() { name=$1; shift; echo "== $name: $*"; timeout "${STEP_TIMEOUT:-300}" python "$@" --json "$OUT/$name.json" 2>&1 | tee "$OUT/$name.txt"; s=${PIPESTATUS[0]}; [ "$s" = 0 ] || { echo "!! $name exited $s"; status=1; }; }
+    step dasr-cuda benchmarks/dasr.py --device cuda --bits 1 --skip-reference
+    step step-cuda benchmarks/step.py --device cuda --batch 256
+    step step-cuda-cl benchmarks/step.py --device cuda --batch 256 --channels-last
+    step epoch-cuda benchmarks/epoch.py --device cuda --epochs 3 --channels-last --no-progress
+    step epoch-cuda-compiled benchmarks/epoch.py --device cuda --epochs 3 --channels-last --compile --no-progress
+    exit $status ;;
+*)
+    echo "usage: $0 prepare|run" >&2; exit 2 ;;
+esac

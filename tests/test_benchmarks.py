@@ -1,0 +1,60 @@
+"""The benchmark scripts run end to end (tiny sizes) and their built-in checks pass.
+
+Timings are not asserted here (shared CI machines are noisy): the scripts print ratios, the README quotes them.
+What is asserted: each script exits 0, runs its fused-vs-eager equality check, and prints a row per method.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args, tmp_path: Path) -> tuple:
+    "Run benchmarks/<name> with this interpreter; (stdout, parsed --json output)."
+    out = tmp_path / f'{name}.json'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / name), *args, '--json', str(out)], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_dasr_benchmark(tmp_path):
+    stdout, result = run_script('dasr.py', '--shapes', '8x16x16x16', '--repeats', '2', '--warmup', '1', '--threads', '1',
+                                '--skip-reference', tmp_path=tmp_path)
+    assert 'fused == eager checked' in stdout
+    assert {r['method'] for r in result['results']} == {'fused', 'eager', 'ste', 'fakequant', 'lsq'}
+    assert result['machine']['torch'] and result['machine']['cpu']
+
+
+def test_step_benchmark(tmp_path):
+    stdout, result = run_script('step.py', '--batch', '8', '--repeats', '2', '--warmup', '1', '--threads', '1', tmp_path=tmp_path)
+    assert 'daq (fused) == eager: same loss and gradients' in stdout
+    rows = {r['method']: r for r in result['results']}
+    assert set(rows) == {'fp', 'daq', 'ste', 'eager'}
+    assert rows['fp']['ratio_vs_fp'] == 1.0 and all(r['median_ms'] > 0 for r in rows.values())
+    # memory accounting: the quantized nets save more than fp, the same whichever rounding path
+    assert rows['daq']['saved_mib'] > rows['fp']['saved_mib'] and rows['daq']['saved_mib'] == rows['eager']['saved_mib']
+
+
+def test_step_benchmark_saved_levels(tmp_path):
+    "With --save-levels on, the quantized inputs are counted at one byte per element: less saved memory than off."
+    _, on = run_script('step.py', '--batch', '8', '--repeats', '1', '--warmup', '1', '--threads', '1', '--methods', 'fp,daq',
+                       '--save-levels', 'on', tmp_path=tmp_path)
+    _, off = run_script('step.py', '--batch', '8', '--repeats', '1', '--warmup', '1', '--threads', '1', '--methods', 'fp,daq',
+                        '--save-levels', 'off', tmp_path=tmp_path)
+    saved = {name: {r['method']: r['saved_mib'] for r in res['results']} for name, res in (('on', on), ('off', off))}
+    assert saved['on']['fp'] == saved['off']['fp'] and saved['on']['daq'] < saved['off']['daq']
+
+
+def test_epoch_benchmark(tmp_path):
+    "Needs the JPEG CIFAR-10 copy and the authors' FP checkpoint from shared/ ($DAQ_SHARED or the nearest shared/)."
+    stdout, result = run_script('epoch.py', '--subset', '256', '--test-subset', '200', '--epochs', '1', '--batch-size', '64',
+                                '--no-progress', '--threads', '1', tmp_path=tmp_path)
+    rows = {r['recipe']: r for r in result['results']}
+    assert set(rows) == {'cifar10-w1a1', 'cifar10-fp'}
+    assert rows['cifar10-w1a1']['schedule_epochs'] == 400 and rows['cifar10-w1a1']['full_epoch_s'] > 0
+    assert '400 epochs estimated at' in stdout
