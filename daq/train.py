@@ -116,7 +116,9 @@ def make_optimizers(model:nn.Module, recipe:Recipe) -> tuple:
     "([SGD, Adam-for-quantizers], [their cosine schedulers]); just SGD for full-precision recipes."
     q_params, net_params = split_quantizer_parameters(model)
     opts = [torch.optim.SGD(net_params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)]
-    if q_params: opts.append(torch.optim.Adam(q_params, lr=recipe.q_lr, weight_decay=0.0))
+    if q_params:
+        fused = all(p.device.type in ('cpu', 'cuda') and p.is_floating_point() for p in q_params)
+        opts.append(torch.optim.Adam(q_params, lr=recipe.q_lr, weight_decay=0.0, fused=fused or None))
     return opts, [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=recipe.epochs, eta_min=0.0) for o in opts]
 
 # %% ../nbs/05_train.ipynb #0ab7c137
