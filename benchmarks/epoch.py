@@ -101,7 +101,7 @@ def main(argv=None):
     print(head); print('-' * len(head))
     for r in rows:
         ratio = f"{r['full_epoch_s'] / base['full_epoch_s']:>5.2f}x" if base else f"{'-':>6}"
-        sched = f"{r['schedule_min']:.1f} min" if r['schedule_min'] < 600 else f"{r['schedule_min'] / 60:.1f} h"
+        sched = f"{r['schedule_min']:.1f} min" if r['schedule_min'] < 120 else f"{r['schedule_min'] / 60:.1f} h"
         print(f"{r['recipe']:<16} {r['epochs_timed']:>3}/{r['epochs_run']:<2} {r['first_epoch_s']:>7.1f} {r['step_ms']:>8.1f} "
               f"{r['images_per_s']:>7.0f} {r['train_s']:>8.2f} {r['eval_s']:>7.2f} {r['checkpoint_s']:>7.2f} "
               f"{r['full_epoch_s']:>13.2f} {sched:>9} {ratio}")
