@@ -3,6 +3,11 @@
 #
 #   bash benchmarks/gpu_session.sh prepare     # here, before: copy CIFAR-10 + the authors' FP checkpoint into .gpu/
 #   bash benchmarks/gpu_session.sh run         # there, from the checkout root (carry .gpu); results under $OUT
+#   bash benchmarks/gpu_session.sh run step-cuda epoch-cuda     # only these parts (names below), in this order
+#
+# Parts, cheapest first: dasr-cuda (~1 min with compilation), step-cuda, step-cuda-cl, epoch-cuda (3 epochs of
+# cifar10-w1a1 and of cifar10-fp), epoch-cuda-compiled (the same with --compile: several minutes of compilation).
+# Each part runs under STEP_TIMEOUT seconds (default 300); with a 10-minute limit per call, run the last one alone.
 #
 # `run` needs only torch (+ numpy, tqdm) and this checkout on PYTHONPATH. Each benchmark first checks that the fused
 # GPU kernels equal the eager reference (outputs exactly, gradients to float32 precision) and stops otherwise; then it
@@ -22,12 +27,19 @@ run)
     nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
     status=0
     step() { name=$1; shift; echo "== $name: $*"; timeout "${STEP_TIMEOUT:-300}" python "$@" --json "$OUT/$name.json" 2>&1 | tee "$OUT/$name.txt"; s=${PIPESTATUS[0]}; [ "$s" = 0 ] || { echo "!! $name exited $s"; status=1; }; }
-    step dasr-cuda benchmarks/dasr.py --device cuda --bits 1 --skip-reference
-    step step-cuda benchmarks/step.py --device cuda --batch 256
-    step step-cuda-cl benchmarks/step.py --device cuda --batch 256 --channels-last
-    step epoch-cuda benchmarks/epoch.py --device cuda --epochs 3 --channels-last --no-progress
-    step epoch-cuda-compiled benchmarks/epoch.py --device cuda --epochs 3 --channels-last --compile --no-progress
+    shift
+    parts=("$@"); [ ${#parts[@]} -gt 0 ] || parts=(dasr-cuda step-cuda step-cuda-cl epoch-cuda epoch-cuda-compiled)
+    for part in "${parts[@]}"; do
+        case "$part" in
+        dasr-cuda) step dasr-cuda benchmarks/dasr.py --device cuda --bits 1 --skip-reference ;;
+        step-cuda) step step-cuda benchmarks/step.py --device cuda --batch 256 ;;
+        step-cuda-cl) step step-cuda-cl benchmarks/step.py --device cuda --batch 256 --channels-last ;;
+        epoch-cuda) step epoch-cuda benchmarks/epoch.py --device cuda --epochs 3 --channels-last --no-progress ;;
+        epoch-cuda-compiled) step epoch-cuda-compiled benchmarks/epoch.py --device cuda --epochs 3 --channels-last --compile --no-progress ;;
+        *) echo "unknown part $part" >&2; status=2 ;;
+        esac
+    done
     exit $status ;;
 *)
-    echo "usage: $0 prepare|run" >&2; exit 2 ;;
+    echo "usage: $0 prepare | run [part ...]" >&2; exit 2 ;;
 esac
