@@ -109,6 +109,13 @@ def dasr_grad(x:torch.Tensor, # input in level units
     return _dasr_slope(x, *dasr_constants(gamma, sigma))
 
 # %% ../nbs/00_dasr.ipynb #7963ad73
+def _exact_division_options() -> dict:
+    "Inductor options that make GPU kernels divide like eager PyTorch (IEEE round-to-nearest), where this torch has them."
+    import torch._inductor.config as config   # Triton's plain `/` on float32 is approximate (a few ulp): a level could flip
+    if hasattr(getattr(config, 'eager_numerics', None), 'division_rounding'): return {'eager_numerics.division_rounding': True}
+    if hasattr(config, 'emulate_divison_rounding'): return {'emulate_divison_rounding': True}   # its name in torch 2.10
+    return {}
+
 class FusedKernel:
     "An elementwise body run through `torch.compile` on large tensors and eagerly otherwise."
     def __init__(self, body, # pure function of tensors (first) and Python floats (last)
@@ -132,7 +139,7 @@ class FusedKernel:
             name = f"{self.body.__name__}_{len(self.compiled)}"
             scope = {'body': self.body}
             exec(f"def {name}(*tensors): return body(*tensors, {literals})", scope)
-            self.compiled[constants] = torch.compile(scope[name], dynamic=True)
+            self.compiled[constants] = torch.compile(scope[name], dynamic=True, options=_exact_division_options())
         return self.compiled[constants]
 
     def __call__(self, *args):
