@@ -193,10 +193,11 @@ def check_fused_matches_eager(cands: dict, x, upper, grad, rtol: float = 1e-5):
     if not torch.equal(yf, ye):
         bad = (yf != ye).sum().item()
         raise AssertionError(f"fused and eager outputs differ at {bad} of {yf.numel()} elements")
-    for what, a, b in (('x.grad', gxf, gxe), ('upper.grad', guf, gue)):
-        if not torch.allclose(a, b, rtol=rtol, atol=0.0):
+    # upper.grad is a float32 sum of millions of terms of both signs, added in another order by each path: 100x looser
+    for what, a, b, tol in (('x.grad', gxf, gxe, rtol), ('upper.grad', guf, gue, 100 * rtol)):
+        if not torch.allclose(a, b, rtol=tol, atol=0.0):
             err = ((a - b).abs() / b.abs().clamp_min(torch.finfo(b.dtype).tiny)).max().item()
-            raise AssertionError(f"fused and eager {what} differ: max relative error {err:.3g} > rtol {rtol}")
+            raise AssertionError(f"fused and eager {what} differ: max relative error {err:.3g} > rtol {tol}")
 
 
 def saved_bytes_ratio(fn, x, upper, grad) -> tuple:
