@@ -58,14 +58,16 @@ def _quantize_forward_body(v, lower, upper, n:float, mul:float, sub:float):
     y = (mul * round_half_down(torch.clamp(t, 0, n)) - sub) / n
     return torch.where(valid, y, torch.nan).to(v.dtype)
 
-def _quantize_backward_body(v, lower, upper, grad, n:float, mul:float, gain:float, k_far:float):
+def _quantize_backward_body(v, lower, upper, grad, n:float, mul:float, gain:float, k_far:float, with_lower:float=1.0):
     opmath = torch.promote_types(v.dtype, torch.float32)
     width = upper - lower
     t = (v.to(opmath) - lower) / (width / n)
     inside = (t >= 0) & (t <= n)
     c = torch.where(inside, grad.to(opmath) * _dasr_slope(t, gain, k_far) * (mul / n), 0.0)
-    # d t/d lower = (t - n)/width, d t/d upper = -t/width: sum first, divide once (no per-element division)
-    return (c * (n / width)).to(v.dtype), (c * (t - n)).sum() / width, -(c * t).sum() / width
+    # d t/d lower = (t - n)/width, d t/d upper = -t/width: sum first, divide once (no per-element division); an
+    # activation's lower bound is the constant 0, so its sum is skipped (`with_lower=0`)
+    g_lower = (c * (t - n)).sum() / width if with_lower else torch.zeros_like(width)
+    return (c * (n / width)).to(v.dtype), g_lower, -(c * t).sum() / width
 
 class QuantizeFunction(torch.autograd.Function):
     "DAQ quantizer: exact hard forward, closed-form DASR backward to the input and both clip bounds."
@@ -78,8 +80,10 @@ class QuantizeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         v, lower, upper = ctx.saved_tensors
-        gv, gl, gu = fused(_quantize_backward_body)(v, lower, upper, grad, float(ctx.n), float(ctx.mul), *ctx.constants)
-        return gv, gl.reshape(lower.shape).to(lower.dtype), gu.reshape(upper.shape).to(upper.dtype), None, None, None
+        with_lower = float(ctx.needs_input_grad[1])
+        gv, gl, gu = fused(_quantize_backward_body)(v, lower, upper, grad, float(ctx.n), float(ctx.mul), *ctx.constants, with_lower)
+        gl = gl.reshape(lower.shape).to(lower.dtype) if with_lower else None
+        return gv, gl, gu.reshape(upper.shape).to(upper.dtype), None, None, None
 
 # %% ../nbs/01_quant.ipynb #1c3b5340
 def _as_bound(value, name:str, like:torch.Tensor) -> torch.Tensor:
