@@ -117,6 +117,14 @@ def load_average() -> str:
     except OSError: return '?'
 
 
+def setup_device(args) -> torch.device:
+    "Apply `--threads` and return `--device`, exiting with a message when CUDA is asked for but absent."
+    if args.threads: torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('--device cuda requested but CUDA is not available')
+    return device
+
+
 def sync(device: torch.device):
     "Wait for queued GPU work so that a host clock reads the true elapsed time (no-op on CPU)."
     if device.type == 'cuda': torch.cuda.synchronize(device)
@@ -282,9 +290,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('--device cuda requested but CUDA is not available')
+    device = setup_device(args)
     # quantize_act validates a CPU `upper` with float(upper), which warns once when upper requires grad; not ours to fix here
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad=True to a scalar')
     shapes = SHAPES if not args.shapes else [tuple(int(d) for d in s.split('x')) for s in args.shapes.split(',')]

@@ -21,7 +21,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import machine_info, CpuShare
+from dasr import machine_info, CpuShare, setup_device
 from daq.train import get_recipe, train, read_metrics
 from daq.checkpoints import find_shared
 
@@ -76,9 +76,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('--device cuda requested but CUDA is not available')
+    device = setup_device(args)
     shared = find_shared(args.shared) if args.data is None or args.recipe == 'cifar10-w1a1' else args.shared
     data = args.data or shared / 'data/cifar10/cifar10-jpeg75.tar.xz'
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad=True to a scalar')

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import daq_fused, machine_info, CpuShare, sync       # shared helpers of the quantizer benchmark
+from dasr import daq_fused, machine_info, CpuShare, sync, setup_device       # shared helpers of the quantizer benchmark
 from daq.models import resnet20
 from daq.train import get_recipe, make_optimizers
 from daq.dasr import check_bits
@@ -164,9 +164,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('--device cuda requested but CUDA is not available')
+    device = setup_device(args)
     if args.batch is None: args.batch = 256 if device.type == 'cuda' else 128
     amp_dtype = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad=True to a scalar')
