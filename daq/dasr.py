@@ -156,11 +156,11 @@ class FusedKernel:
         return self.body(*args)
 
 @functools.cache
-def _fused_kernel(body) -> FusedKernel: return FusedKernel(body)
+def _fused_kernel(body, min_numel:int) -> FusedKernel: return FusedKernel(body, min_numel)
 
-def fused(body):
+def fused(body, min_numel:int=2**15): # smallest tensor worth a compiled kernel (0 for multi-op bodies on small tensors)
     "The one `FusedKernel` for `body` (created on first use); `body` itself inside a `torch.compile`d model, which fuses it with its neighbours."
-    return body if torch.compiler.is_compiling() else _fused_kernel(body)
+    return body if torch.compiler.is_compiling() else _fused_kernel(body, min_numel)
 
 # %% ../nbs/00_dasr.ipynb #074e95b0
 def _dasr_backward_body(x, grad, gain:float, k_far:float):

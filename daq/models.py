@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from .quant import DAQConv2d, quantize_model
+from .quant import DAQConv2d, quantize_model, quantize_weights_first
 
 # %% ../nbs/02_models.ipynb #d15cd9cf
 class BasicBlock(nn.Module):
@@ -74,7 +74,8 @@ def resnet20(wbits:int|None=1, # weight bit-width of the block convs (None: full
         # the authors' full-precision-activation runs also store an (unused) activation lower bound `lA`
         if abits is None: conv.register_buffer('lA', torch.tensor(0.0))
         return conv
-    return CifarResNet(3, make_conv, num_classes)
+    net = CifarResNet(3, make_conv, num_classes)
+    return net if wbits is None and abits is None else quantize_weights_first(net)
 
 # %% ../nbs/02_models.ipynb #884f83af
 def _torchvision_resnet(arch:str, wbits, abits, num_classes, weights, quantize_downsample, dasr_kwargs):

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['standardize', 'clip_to_levels', 'quantize_with', 'quantize_reference', 'QuantizeFunction', 'quantize_weight',
-           'quantize_act', 'saved_as_levels', 'DAQConv2d', 'quantize_model', 'split_quantizer_parameters']
+           'quantize_act', 'ScaledWeightFunction', 'quantize_scaled_weight', 'saved_as_levels', 'DAQConv2d',
+           'quantize_weights_first', 'quantize_model', 'split_quantizer_parameters']
 
 # %% ../nbs/01_quant.ipynb #04d9553f
 import contextlib, math
@@ -144,6 +145,64 @@ def quantize_act(x:torch.Tensor, # activation, e.g. a ReLU output
     if soft: return QuantizeFunction.apply(x, lower, upper, n, 1, dasr_constants(gamma, sigma))
     return fused(_quantize_forward_body)(x, lower, upper, float(n), 1.0, 0.0)
 
+# %% ../nbs/01_quant.ipynb #c9f38268
+def _standardized(w, mean, std):
+    has_spread = w.amax() > w.amin()          # max and min are exact in any order, so every path agrees on it
+    return torch.where(has_spread, (w - mean) / torch.where(has_spread, std, 1.0), 0.0), has_spread
+
+def _scaled_weight_forward_body(w, mean, std, lower, upper, beta, n:float):
+    return beta.abs() * _quantize_forward_body(_standardized(w, mean, std)[0], lower, upper, n, 2.0, n)
+
+def _scaled_weight_backward_body(w, mean, std, lower, upper, beta, grad, n:float, gain:float, k_far:float):
+    v, has_spread = _standardized(w, mean, std)
+    gv, g_lower, g_upper = _quantize_backward_body(v, lower, upper, grad * beta.abs(), n, 2.0, gain, k_far)
+    g_beta = (grad * _quantize_forward_body(v, lower, upper, n, 2.0, n)).sum() * torch.sign(beta)
+    return torch.where(has_spread, gv / torch.where(has_spread, std, 1.0), 0.0), g_lower, g_upper, g_beta
+
+def _is_dense(t:torch.Tensor) -> bool: return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+def _flat(t:torch.Tensor) -> torch.Tensor: return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+def _laid_out_as(flat:torch.Tensor, like:torch.Tensor) -> torch.Tensor:
+    return flat.view(like.shape) if like.is_contiguous() else flat.as_strided(like.shape, like.stride())
+
+class ScaledWeightFunction(torch.autograd.Function):
+    "`standardize`, the weight quantizer and the $|\\beta|$ scale as one op on a dense weight: one kernel forward, one backward."
+    @staticmethod
+    def forward(ctx, w, mean, std, lower, upper, beta, n, slope_constants):
+        ctx.save_for_backward(w, mean, std, lower, upper, beta)
+        ctx.n, ctx.constants = n, slope_constants                   # (gain, k_far) of `_dasr_slope`
+        return _laid_out_as(fused(_scaled_weight_forward_body, 0)(_flat(w), mean, std, lower, upper, beta, float(n)), w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, mean, std, lower, upper, beta = ctx.saved_tensors
+        if grad.stride() != w.stride(): grad = torch.empty_like(w).copy_(grad)    # walk both in the same memory order
+        gw, gl, gu, gb = fused(_scaled_weight_backward_body, 0)(_flat(w), mean, std, lower, upper, beta, _flat(grad), float(ctx.n), *ctx.constants)
+        return (_laid_out_as(gw, w), None, None, gl.reshape(lower.shape).to(lower.dtype), gu.reshape(upper.shape).to(upper.dtype),
+                gb.reshape(beta.shape).to(beta.dtype), None, None)
+
+def quantize_scaled_weight(w:torch.Tensor, # raw weight (standardized inside)
+                           lower, # clip range lower bound $\ell_W$ (tensor or number)
+                           upper, # clip range upper bound $u_W > \ell_W$
+                           beta, # scale $\beta$ (tensor or number); its absolute value is used
+                           bits:int, # bit-width, an int in 1..8
+                           gamma:float=2.0, # temperature controller's $\gamma > 0$
+                           sigma:float=1.0, # kernel width $\sigma > 0$
+                           soft:bool=True, # DASR gradient (training) or plain hard rounding (evaluation)
+                           rounding=None # another rounding function of level units for the soft path (see `daq.variants`)
+                          ) -> torch.Tensor:
+    "The convolution's weight $|\\beta|\\,Q_W(\\mathrm{standardize}(w))$, as one op."
+    n = check_bits(bits); check_positive('gamma', gamma); check_positive('sigma', sigma); _check_input(w)
+    lower, upper, beta = _as_bound(lower, 'lower', w), _as_bound(upper, 'upper', w), _as_bound(beta, 'beta', w)
+    _check_range(lower, upper)
+    if (soft and rounding not in (None, ste_round)) or w.dtype not in (torch.float32, torch.float64):
+        return beta.abs() * quantize_weight(standardize(w), lower, upper, bits, gamma, sigma, soft, rounding)
+    if not _is_dense(w): w = w.contiguous()
+    w0 = w.detach()
+    mean, std = w0.mean(), w0.std()                           # exactly `standardize`'s statistics
+    if not soft: return _laid_out_as(fused(_scaled_weight_forward_body, 0)(_flat(w), mean, std, lower, upper, beta, float(n)), w)
+    constants = (1.0, 0.0) if rounding is ste_round else dasr_constants(gamma, sigma)
+    return ScaledWeightFunction.apply(w, mean, std, lower, upper, beta, n, constants)
+
 # %% ../nbs/01_quant.ipynb #3b74e27d
 def _to_levels(q, n:float): return torch.round(q.float() * n).to(torch.uint8)
 def _from_levels(k, n:float): return k.float() / n
@@ -190,6 +249,7 @@ class DAQConv2d(nn.Conv2d):
         self.beta = nn.Parameter(torch.tensor(1.0, **kw)); self.uA = nn.Parameter(torch.tensor(3.0, **kw))
         self.register_buffer('init', torch.tensor(1, device=device))
         self._check_init = True        # read `init` on the next training forward (then never again until reloaded)
+        self._ready_weight = None      # (key, weight) from `prepare_weight`, taken by the next forward
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -200,9 +260,32 @@ class DAQConv2d(nn.Conv2d):
         self.init.fill_(1); self._check_init = True
 
     def quantized_weight(self, soft:bool=False) -> torch.Tensor:
-        "The weight as the convolution sees it."
+        "The quantized weight $Q_W(\\hat w)$, before the scale $|\\beta|$."
         if self.wbits is None: return self.weight
         return quantize_weight(standardize(self.weight), self.lW, self.uW, self.wbits, self.gamma_w, self.sigma_w, soft, self._round_w)
+
+    def scaled_weight(self, soft:bool=False) -> torch.Tensor:
+        "The weight as the convolution sees it, $|\\beta|\\,Q_W(\\hat w)$."
+        if self.wbits is None: return self.beta.abs() * self.weight
+        return quantize_scaled_weight(self.weight, self.lW, self.uW, self.beta, self.wbits, self.gamma_w, self.sigma_w, soft, self._round_w)
+
+    def _weight_key(self, soft:bool) -> tuple:
+        ps = (self.weight, self.lW, self.uW, self.beta)      # any in-place change (optimizer step, load, init) bumps a version
+        return (soft, torch.is_grad_enabled(), *(id(p) for p in ps), *(p._version for p in ps))
+
+    def prepare_weight(self):
+        "Compute `scaled_weight` now, for this layer's next forward (see `quantize_weights_first`)."
+        soft = self.training and torch.is_grad_enabled()
+        self._ready_weight = (self._weight_key(soft), self.scaled_weight(soft))
+
+    def _take_weight(self, soft:bool) -> torch.Tensor:
+        ready = getattr(self, '_ready_weight', None)
+        if ready is None: return self.scaled_weight(soft)
+        self._ready_weight = None
+        return ready[1] if ready[0] == self._weight_key(soft) else self.scaled_weight(soft)
+
+    def __getstate__(self):                  # a prepared weight is part of one forward's graph: never copied or pickled
+        return {**super().__getstate__(), '_ready_weight': None}
 
     def quantized_input(self, x:torch.Tensor, soft:bool=False) -> torch.Tensor:
         "The input activation as the convolution sees it."
@@ -223,7 +306,7 @@ class DAQConv2d(nn.Conv2d):
             if bool(self.init): self.initialize(x)
             self._check_init = False
         soft = self.training and torch.is_grad_enabled()
-        qx, w = self.quantized_input(x, soft), self.beta.abs() * self.quantized_weight(soft)
+        qx, w = self.quantized_input(x, soft), self._take_weight(soft)
         levels = self.save_levels if self.save_levels is not None else x.is_cuda
         levels = levels and not torch.compiler.is_compiling()     # a compiled graph plans its saved tensors itself
         if not (soft and levels and self.abits is not None and self.rounding in ('dasr', 'ste')):   # variants' q need not be levels
@@ -235,6 +318,26 @@ class DAQConv2d(nn.Conv2d):
         return super().extra_repr() + f', wbits={self.wbits}, abits={self.abits}' + (f', rounding={self.rounding!r}' if self.rounding != 'dasr' else '')
 
 # %% ../nbs/01_quant.ipynb #ed274a74
+def _prepare_weights(model:nn.Module, args):
+    if torch.compiler.is_compiling(): return
+    for m in model.modules():
+        if isinstance(m, DAQConv2d) and m.wbits is not None: m.prepare_weight()
+
+def _drop_prepared_weights(model:nn.Module, args, output):
+    if torch.compiler.is_compiling(): return
+    for m in model.modules():
+        if isinstance(m, DAQConv2d): m._ready_weight = None
+
+def quantize_weights_first(model:nn.Module # a network with `DAQConv2d` layers
+                          ) -> nn.Module:
+    "Hook `model` to quantize all its `DAQConv2d` weights at the start of each forward (same results, less overhead)."
+    if not getattr(model, '_daq_weights_first', False):
+        model.register_forward_pre_hook(_prepare_weights)
+        model.register_forward_hook(_drop_prepared_weights)
+        model._daq_weights_first = True
+    return model
+
+# %% ../nbs/01_quant.ipynb #c4969fe7
 def _conv_names(model:nn.Module) -> list:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
@@ -270,7 +373,7 @@ def quantize_model(model:nn.Module, # any network with `nn.Conv2d` layers, e.g. 
         new.train(old.training)
         parent, _, attr = name.rpartition('.')
         setattr(model.get_submodule(parent) if parent else model, attr, new)
-    return model
+    return quantize_weights_first(model)
 
 # %% ../nbs/01_quant.ipynb #50ba722b
 def split_quantizer_parameters(model:nn.Module) -> tuple:
