@@ -187,7 +187,8 @@ def main(argv=None):
     for m, (model, opts, mode) in setups.items():
         with daq_fused(mode):
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                saved[m] = saved_bytes(model, x, y)           # first training forward: quantizer init happens here
+                with torch.no_grad(): model(x)                # the first training forward initialises the quantizers
+                saved[m] = saved_bytes(model, x, y)           # a later forward: what every step saves
             peak[m] = peak_memory(model, opts, x, y, device, amp_dtype)
     share = CpuShare().start()
     timing = time_round_robin(setups, x, y, device, args.warmup, args.repeats, amp_dtype)
