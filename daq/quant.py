@@ -107,6 +107,13 @@ def _check_input(v):
     if not isinstance(v, torch.Tensor) or not v.is_floating_point():
         raise ValueError(f"input must be a floating-point tensor, got {getattr(v, 'dtype', type(v))}")
 
+def _checked_weight_args(w, lower, upper, bits, gamma, sigma) -> tuple:
+    "A weight quantizer's arguments checked: `(n, lower, upper)`, the bounds as tensors on `w`'s device."
+    n = check_bits(bits); check_positive('gamma', gamma); check_positive('sigma', sigma); _check_input(w)
+    lower, upper = _as_bound(lower, 'lower', w), _as_bound(upper, 'upper', w)
+    _check_range(lower, upper)
+    return n, lower, upper
+
 # %% ../nbs/01_quant.ipynb #d60b110b
 def quantize_weight(w:torch.Tensor, # standardized weight, see `standardize`
                     lower, # clip range lower bound $\ell_W$ (tensor or number)
@@ -118,9 +125,7 @@ def quantize_weight(w:torch.Tensor, # standardized weight, see `standardize`
                     rounding=None # another rounding function of level units for the soft path (see `daq.variants`)
                    ) -> torch.Tensor:
     "Quantize a standardized weight to `bits` bits: $(2R(t) - n)/n \\in [-1, 1]$."
-    n = check_bits(bits); check_positive('gamma', gamma); check_positive('sigma', sigma); _check_input(w)
-    lower, upper = _as_bound(lower, 'lower', w), _as_bound(upper, 'upper', w)
-    _check_range(lower, upper)
+    n, lower, upper = _checked_weight_args(w, lower, upper, bits, gamma, sigma)
     if soft and rounding is ste_round: return QuantizeFunction.apply(w, lower, upper, n, 2, (1.0, 0.0))  # slope 1: STE, fused
     if soft and rounding is not None: return quantize_with(w, lower, upper, bits, 2, rounding)
     if soft: return QuantizeFunction.apply(w, lower, upper, n, 2, dasr_constants(gamma, sigma))
@@ -191,9 +196,8 @@ def quantize_scaled_weight(w:torch.Tensor, # raw weight (standardized inside)
                            rounding=None # another rounding function of level units for the soft path (see `daq.variants`)
                           ) -> torch.Tensor:
     "The convolution's weight $|\\beta|\\,Q_W(\\mathrm{standardize}(w))$, as one op."
-    n = check_bits(bits); check_positive('gamma', gamma); check_positive('sigma', sigma); _check_input(w)
-    lower, upper, beta = _as_bound(lower, 'lower', w), _as_bound(upper, 'upper', w), _as_bound(beta, 'beta', w)
-    _check_range(lower, upper)
+    n, lower, upper = _checked_weight_args(w, lower, upper, bits, gamma, sigma)
+    beta = _as_bound(beta, 'beta', w)
     if (soft and rounding not in (None, ste_round)) or w.dtype not in (torch.float32, torch.float64):
         return beta.abs() * quantize_weight(standardize(w), lower, upper, bits, gamma, sigma, soft, rounding)
     if not _is_dense(w): w = w.contiguous()
