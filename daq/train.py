@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['QUANTIZER_KEYS', 'Recipe', 'recipes', 'get_recipe', 'build_model', 'initialize_from', 'make_optimizers',
            'train_epoch', 'evaluate', 'atomic_save', 'rng_state', 'set_rng_state', 'git_commit', 'device_name',
-           'read_metrics', 'train', 'plot_run', 'train_cli']
+           'data_record', 'read_metrics', 'train', 'plot_run', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #f7dfa4a9
-import argparse, dataclasses, json, math, os, platform, random, subprocess, sys, time
+import argparse, copy, dataclasses, hashlib, json, math, os, platform, random, subprocess, sys, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .quant import DAQConv2d, split_quantizer_parameters
 from .models import resnet20, resnet18, resnet34
-from .checkpoints import checkpoint_kind, find_shared
+from .checkpoints import checkpoint_kind, find_shared, load_npz_images, accuracy
 from .data import cifar10_arrays, balanced_subset, DeviceLoader, imagenet_loaders
 
 # %% ../nbs/05_train.ipynb #2e72d091
@@ -213,6 +213,23 @@ def device_name(device) -> str:
     except OSError: pass
     return f"{cpu} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads)"
 
+def _sha256(path:Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+def data_record(source, # a data file or folder
+                listing:bool=True # hash a folder's file listing (names and sizes); off for huge folders
+               ) -> dict:
+    "The data a run used, named by file and content hash: no path of this machine goes into a record."
+    p = Path(source)
+    if p.is_file(): return dict(name=p.name, bytes=p.stat().st_size, sha256=_sha256(p))
+    if p.is_dir() and listing:
+        files = sorted((str(f.relative_to(p)), f.stat().st_size) for f in p.rglob('*') if f.is_file())
+        return dict(name=p.name, files=len(files), listing_sha256=hashlib.sha256(json.dumps(files).encode()).hexdigest())
+    return dict(name=p.name)
+
 def read_metrics(run_dir) -> list:
     "The per-epoch records of a run."
     p = Path(run_dir) / 'metrics.jsonl'
@@ -220,7 +237,16 @@ def read_metrics(run_dir) -> list:
 
 # %% ../nbs/05_train.ipynb #f0bb02a4
 def _run_config(recipe:Recipe, data, subset, test_subset) -> dict:
-    return dict(recipe=asdict(recipe), data=str(data), subset=subset, test_subset=test_subset)
+    data = data_record(data, listing=recipe.dataset == 'cifar10')
+    return dict(recipe=asdict(recipe), data=data, subset=subset, test_subset=test_subset)
+
+def _exact_test_record(model:nn.Module, best_path:Path, path, device) -> dict:
+    "Accuracy of the final and the best model on a lossless `.npz` test set (e.g. `test-exact-1000.npz`)."
+    images, labels = load_npz_images(path)
+    final = accuracy(model, images, labels)
+    best_model = copy.deepcopy(model)
+    best_model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)['model'])
+    return dict(data=data_record(path), images=len(images), final_acc=final, best_acc=accuracy(best_model, images, labels))
 
 def _loaders(recipe:Recipe, data, subset, test_subset, device, download:bool, workers:int):
     if recipe.dataset == 'imagenet':
@@ -252,7 +278,8 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
           workers:int=8, # DataLoader workers (ImageNet only)
           amp:str|None=None, # 'bf16': bfloat16 autocast (changes results slightly, so it is part of the run's config)
           channels_last:bool=False, # NHWC model and batches (faster convolutions on GPUs)
-          compile:bool=False # `torch.compile` the model (fuses the quantizers with their neighbours; compiles for minutes first)
+          compile:bool=False, # `torch.compile` the model (fuses the quantizers with their neighbours; compiles for minutes first)
+          exact_test=None # a lossless `.npz` test set on which the final and best models are also evaluated
          ) -> dict:
     "Train `recipe`, checkpointing every epoch; returns the run summary."
     run_dir, device = Path(run_dir), torch.device(device)
@@ -309,9 +336,10 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
     metrics = read_metrics(run_dir)
     summary = dict(recipe=recipe.name, epochs=len(metrics), last_acc=metrics[-1]['test_acc'] if metrics else None,
                    best_acc=best['acc'], best_epoch=best['epoch'], commit=git_commit(Path(__file__).parent if '__file__' in globals() else '.'),
-                   torch=torch.__version__, device=device_name(device), seed=recipe.seed,
-                   wall_s=wall_before + time.perf_counter() - t_run, data=str(data), subset=subset, test_subset=test_subset,
+                   torch=torch.__version__, device=device_name(device), threads=torch.get_num_threads(), seed=recipe.seed,
+                   wall_s=wall_before + time.perf_counter() - t_run, data=config['data'], subset=subset, test_subset=test_subset,
                    amp=amp, channels_last=channels_last, compile=compile, finished=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+    if exact_test is not None and metrics: summary['exact_test'] = _exact_test_record(model, run_dir / 'best.pt', exact_test, device)
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -359,6 +387,7 @@ def train_cli(argv=None):
     p.add_argument('--amp', choices=['bf16'], help='bfloat16 autocast (GPU speed; part of the run config)')
     p.add_argument('--channels-last', action='store_true', help='NHWC model and batches (GPU speed)')
     p.add_argument('--compile', action='store_true', help='torch.compile the model (GPU speed; minutes of compilation first)')
+    p.add_argument('--exact-test', help='a lossless .npz test set (e.g. test-exact-1000.npz) for the final and best models')
     a = p.parse_args(argv)
     over = dict(kv.split('=', 1) for kv in a.set) if all('=' in kv for kv in a.set) else p.error('--set takes FIELD=VALUE')
     over = {k: _parse_value(v) for k, v in over.items()}
@@ -370,5 +399,5 @@ def train_cli(argv=None):
     data = a.data or find_shared(a.shared) / 'data/cifar10/cifar10-jpeg75.tar.xz'
     run_dir = a.run_dir or Path('runs') / recipe.name
     summary = train(recipe, data, run_dir, a.device, a.subset, a.test_subset, a.force, not a.no_progress, a.download,
-                    a.shared, a.workers, a.amp, a.channels_last, a.compile)
+                    a.shared, a.workers, a.amp, a.channels_last, a.compile, a.exact_test)
     print(json.dumps(summary, indent=1))
