@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE.parent))                  # run from a checkout with
 sys.path.insert(0, str(HERE))
 from dasr import daq_fused, machine_info, CpuShare, sync, setup_device       # shared helpers of the quantizer benchmark
 from daq.models import resnet20
-from daq.train import get_recipe, make_optimizers
+from daq.train import get_recipe, make_optimizers, check_compiled_gradients
 from daq.dasr import check_bits
 from daq.quant import DAQConv2d
 
@@ -150,6 +150,7 @@ def parse_args(argv=None):
     p.add_argument('--channels-last', action='store_true', help='channels_last model and batch')
     p.add_argument('--save-levels', choices=['auto', 'on', 'off'], default='auto',
                    help="DAQConv2d.save_levels: keep quantized inputs for backward as uint8 levels (auto: on GPUs only)")
+    p.add_argument('--compile', action='store_true', help='torch.compile every model (after checking compiled == eager gradients)')
     p.add_argument('--amp', choices=['bf16', 'fp16'], default=None, help='autocast the step (the quantizers still compute in float32)')
     p.add_argument('--json', metavar='PATH', help='also write the results and machine info as JSON to PATH')
     args = p.parse_args(argv)
@@ -174,7 +175,7 @@ def main(argv=None):
     print(f"# device: {info['device']} ({info['device_name']}), torch {info['torch']}, python {info['python']}, git {info['git']}")
     print(f"# load average at start: {info['load_average_at_start']}")
     print(f"# batch={args.batch}, W{args.bits}A{args.bits}, channels_last={args.channels_last}, amp={args.amp}, save_levels={args.save_levels}, "
-          f"warmup={args.warmup}, repeats={args.repeats}", flush=True)
+          f"compile={args.compile}, warmup={args.warmup}, repeats={args.repeats}", flush=True)
     x, y = make_batch(args.batch, device, args.channels_last)
     save_levels = {'auto': None, 'on': True, 'off': False}[args.save_levels]
     quantized = [m for m in args.methods if m != 'fp']
@@ -183,6 +184,12 @@ def main(argv=None):
         check_daq_matches_eager(args.bits, device, args.channels_last, x, y, save_levels)
         print(f"# daq (fused) == eager: same loss and gradients ({time.perf_counter() - t0:.1f} s incl. compilation)", flush=True)
     setups = {m: build(m, args.bits, device, args.channels_last, save_levels) for m in args.methods}
+    if args.compile:
+        t0 = time.perf_counter()
+        errors = check_compiled_gradients(setups[quantized[0] if quantized else 'fp'][0], x[:8], y[:8])
+        print(f"# compiled == eager gradients (float64, largest relative error {max(errors.values()):.1e}; "
+              f"{time.perf_counter() - t0:.1f} s incl. compilation)", flush=True)
+        setups = {m: (torch.compile(model), opts, mode) for m, (model, opts, mode) in setups.items()}
     saved, peak = {}, {}
     for m, (model, opts, mode) in setups.items():
         with daq_fused(mode):

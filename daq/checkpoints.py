@@ -64,7 +64,8 @@ def load_authors_checkpoint(path, # a `.pth` file released by the authors
     if kind != wanted:
         raise ValueError(f"{path} holds {_describe(kind)}, but wbits={wbits}, abits={abits} asks for {_describe(wanted).split(' (')[0]}")
     model = resnet20(wbits, abits)
-    try: model.load_state_dict(state_dict, strict=True)
+    own_config = {k: v for k, v in model.state_dict().items() if k.endswith('._extra_state')}   # the files carry no bits
+    try: model.load_state_dict({**own_config, **state_dict}, strict=True)
     except RuntimeError as e: raise ValueError(f"{path} does not match the authors' ResNet-20 layout: {e}") from e
     return model.eval()
 

@@ -97,7 +97,7 @@ def _dasr_slope(x, gain:float, k_far:float):
 def dasr_constants(gamma:float=2.0, # temperature controller's target logit gap $\gamma > 0$
                    sigma:float=1.0 # Gaussian kernel width $\sigma > 0$
                   ) -> tuple:
-    "The gradient's two constants: gain $\gamma / (2\sinh\gamma)$ and far-level kernel $e^{-1/\sigma^2}$."
+    "The gradient's two constants: gain $\\gamma / (2\\sinh\\gamma)$ and far-level kernel $e^{-1/\\sigma^2}$."
     gamma, sigma = check_positive('gamma', gamma), check_positive('sigma', sigma)
     return gamma / (2 * math.sinh(gamma)), math.exp(-1.0 / sigma ** 2)
 
@@ -120,14 +120,14 @@ class FusedKernel:
     "An elementwise body run through `torch.compile` on large tensors and eagerly otherwise."
     def __init__(self, body, # pure function of tensors (first) and Python floats (last)
                  min_numel:int=2**15): # smallest tensor that is worth a compiled kernel
-        self.body, self.min_numel, self.compiled, self.failed = body, min_numel, {}, False
+        self.body, self.min_numel, self.compiled, self.failed = body, min_numel, {}, set()   # failed: (constants, dtype, device)
 
     def wants_fused(self, x:torch.Tensor) -> bool:
         "Whether a call on `x` should use the compiled kernel."
         mode = os.environ.get('DAQ_FUSED', 'auto')
         if mode not in ('auto', '0', '1'): raise ValueError(f"DAQ_FUSED must be auto, 0 or 1, got {mode!r}")
-        if mode == '0' or self.failed or torch.compiler.is_compiling(): return False
-        return mode == '1' or x.numel() >= self.min_numel
+        if mode == '0' or torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting(): return False
+        return x.numel() > 0 and (mode == '1' or x.numel() >= self.min_numel)
 
     def kernel(self, constants:tuple):
         "The compiled body with `constants` (its trailing float arguments) built in; compiled on first use."
@@ -147,13 +147,15 @@ class FusedKernel:
         tensors, constants = args[:n_tensors], args[n_tensors:]
         if any(not isinstance(c, (int, float)) for c in constants):
             raise TypeError(f"{self.body.__name__}: pass tensors first, then Python numbers; got {[type(a).__name__ for a in args]}")
-        if self.wants_fused(tensors[0]):
-            try: return self.kernel(tuple(float(c) for c in constants))(*tensors)
-            except Exception as e:
-                self.failed = True
-                warnings.warn(f"daq: torch.compile failed for {self.body.__name__} ({type(e).__name__}: {e}); "
-                              "using the eager kernel from now on")
-        return self.body(*args)
+        key = (tuple(float(c) for c in constants), tensors[0].dtype, tensors[0].device.type)
+        if key in self.failed or not self.wants_fused(tensors[0]): return self.body(*args)
+        try: return self.kernel(key[0])(*tensors)
+        except Exception as e: error = e
+        out = self.body(*args)      # raises if the inputs are at fault: then nothing is remembered
+        self.failed.add(key)        # the compiler is: this body, constants, dtype and device stay eager from now on
+        warnings.warn(f"daq: torch.compile failed for {self.body.__name__} ({type(error).__name__}: {error}); "
+                      f"using the eager kernel for it on {key[1]} {key[2]} tensors from now on")
+        return out
 
 @functools.cache
 def _fused_kernel(body, min_numel:int) -> FusedKernel: return FusedKernel(body, min_numel)

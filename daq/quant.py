@@ -39,7 +39,7 @@ def quantize_with(v:torch.Tensor, # input (standardized weight or activation)
                   mul:int, # 2 for weights (output in [-1, 1]), 1 for activations ([0, 1])
                   rounding # the rounding function $R$ of level units
                  ) -> torch.Tensor:
-    "The DAQ quantizer $(\mathit{mul}\cdot R(t) - \mathit{sub})/n$ with any rounding function, by plain autograd."
+    "The DAQ quantizer $(\\mathit{mul}\\cdot R(t) - \\mathit{sub})/n$ with any rounding function, by plain autograd."
     n = check_bits(bits)
     t = clip_to_levels((v - lower) / ((upper - lower) / n), n)
     return (mul * rounding(t) - (n if mul == 2 else 0)) / n
@@ -227,6 +227,8 @@ def saved_as_levels(q:torch.Tensor, # activation quantized to levels $k/n$, e.g.
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack): yield stored
 
 # %% ../nbs/01_quant.ipynb #f353ed80
+def _config_name(config:dict) -> str: return f"W{config.get('wbits') or 32}A{config.get('abits') or 32}"
+
 class DAQConv2d(nn.Conv2d):
     "`nn.Conv2d` with DAQ-quantized weights and input activations."
     def __init__(self, in_channels:int, out_channels:int, kernel_size, stride=1, padding=0, dilation=1, groups:int=1,
@@ -255,8 +257,18 @@ class DAQConv2d(nn.Conv2d):
         self._check_init = True        # read `init` on the next training forward (then never again until reloaded)
         self._ready_weight = None      # (key, weight) from `prepare_weight`, taken by the next forward
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
+    def get_extra_state(self) -> dict:
+        "The quantizer settings a state_dict carries, so that a load into a layer of other bit-widths is refused."
+        return dict(wbits=self.wbits, abits=self.abits)
+
+    def set_extra_state(self, state:dict): pass          # checked in `_load_from_state_dict`, which knows the layer's name
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        theirs, mine = state_dict.get(prefix + '_extra_state'), self.get_extra_state()
+        if theirs is not None and {k: theirs.get(k) for k in mine} != mine:
+            raise ValueError(f"layer {prefix[:-1] or '(top)'}: the state_dict holds a {_config_name(theirs)} quantizer, "
+                             f"this model's layer is {_config_name(mine)}; build the model with the checkpoint's bit-widths")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._check_init = True        # a loaded `init` may say either
 
     def reinitialize(self):
@@ -286,7 +298,10 @@ class DAQConv2d(nn.Conv2d):
         ready = getattr(self, '_ready_weight', None)
         if ready is None: return self.scaled_weight(soft)
         self._ready_weight = None
-        return ready[1] if ready[0] == self._weight_key(soft) else self.scaled_weight(soft)
+        # saved-tensor hooks (activation checkpointing) must see this layer compute its weight itself, as it will in
+        # the recomputation; a weight prepared outside their region would change what the forward saves
+        hooked = soft and torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+        return ready[1] if ready[0] == self._weight_key(soft) and not hooked else self.scaled_weight(soft)
 
     def __getstate__(self):                  # a prepared weight is part of one forward's graph: never copied or pickled
         return {**super().__getstate__(), '_ready_weight': None}
@@ -306,8 +321,12 @@ class DAQConv2d(nn.Conv2d):
         self.init.fill_(0)
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
-        if self.training and self._check_init:
-            if bool(self.init): self.initialize(x)
+        if self._check_init:
+            if bool(self.init):
+                if not self.training: raise RuntimeError(
+                    f"{self!r} is evaluated before its quantizers were initialised (placeholder ranges beta=1, uA=3): "
+                    "run one training-mode forward on real data first (model.train(); model(x)), or load a trained checkpoint")
+                self.initialize(x)
             self._check_init = False
         soft = self.training and torch.is_grad_enabled()
         qx, w = self.quantized_input(x, soft), self._take_weight(soft)
@@ -332,13 +351,17 @@ def _drop_prepared_weights(model:nn.Module, args, output):
     for m in model.modules():
         if isinstance(m, DAQConv2d): m._ready_weight = None
 
-def quantize_weights_first(model:nn.Module # a network with `DAQConv2d` layers
+def quantize_weights_first(model:nn.Module, # a network with `DAQConv2d` layers
+                           enabled:bool=True # False removes the hooks again (each layer then quantizes its own weight)
                           ) -> nn.Module:
     "Hook `model` to quantize all its `DAQConv2d` weights at the start of each forward (same results, less overhead)."
-    if not getattr(model, '_daq_weights_first', False):
-        model.register_forward_pre_hook(_prepare_weights)
-        model.register_forward_hook(_drop_prepared_weights)
-        model._daq_weights_first = True
+    handles = getattr(model, '_daq_weights_first', None)
+    if enabled and handles is None:
+        model._daq_weights_first = (model.register_forward_pre_hook(_prepare_weights),
+                                    model.register_forward_hook(_drop_prepared_weights))
+    if not enabled and handles is not None:
+        for h in handles: h.remove()
+        del model._daq_weights_first
     return model
 
 # %% ../nbs/01_quant.ipynb #c4969fe7
