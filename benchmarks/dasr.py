@@ -5,7 +5,7 @@ On the same tensor, in one run, this script times forward+backward of
 
 * ``fused``     -- ``daq.quant.quantize_act`` on its default path (the ``torch.compile``'d kernels);
 * ``eager``     -- the same call with ``DAQ_FUSED=0`` (plain PyTorch ops);
-* ``ste``       -- ``quantize_act(..., rounding=ste_round)``: straight-through rounding on the same fused kernels;
+* ``ste``       -- ``quantize_act(..., rounding=STE())``: straight-through rounding on the same fused kernels;
 * ``fakequant`` -- ``torch.fake_quantize_per_tensor_affine`` with ``scale = upper / n``, the baseline;
 * ``lsq``       -- ``torch._fake_quantize_learnable_per_tensor_affine`` (fake-quant that, like ``quantize_act``,
   also returns the gradient of its clip parameter; informative only, ``--skip-lsq`` drops it);
@@ -21,7 +21,7 @@ Run from the repository root::
     python benchmarks/dasr.py                     # CPU, 1 bit
     python benchmarks/dasr.py --device cuda --bits 2 --json results.json
 """
-import argparse, contextlib, datetime, json, math, os, platform, statistics, subprocess, sys, time, warnings
+import argparse, contextlib, datetime, json, os, platform, statistics, subprocess, sys, time, warnings
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
 from daq.quant import quantize_act, quantize_reference, _quantize_forward_body, _quantize_backward_body
 from daq.dasr import check_bits, fused
-from daq.variants import ste_round
+from daq.dasr import STE
 
 SHAPES = [(256, 16, 32, 32), (256, 64, 8, 8)]
 GAMMA, SIGMA = 2.0, 2.0        # quantize_act's defaults for activations
@@ -145,7 +145,7 @@ def make_candidates(bits: int, with_reference: bool, with_lsq: bool) -> dict:
         with daq_fused('0'): return quantize_act(x, upper, bits, GAMMA, SIGMA)
 
     def ste(x, upper):
-        with daq_fused('auto'): return quantize_act(x, upper, bits, GAMMA, SIGMA, rounding=ste_round)
+        with daq_fused('auto'): return quantize_act(x, upper, bits, GAMMA, SIGMA, rounding=STE())
 
     def fake_quant(x, upper):
         scale = upper.detach() / n                    # fake_quantize_per_tensor_affine gives no gradient to scale
@@ -158,7 +158,7 @@ def make_candidates(bits: int, with_reference: bool, with_lsq: bool) -> dict:
         return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zero_point, 0, n, 1.0)
 
     def reference(x, upper):
-        return quantize_reference(x, 0.0, upper, bits, mul=1, gamma=GAMMA, sigma=SIGMA)
+        return quantize_reference(x, 0.0, upper, bits, signed=False, gamma=GAMMA, sigma=SIGMA)
 
     cands = dict(fused=daq_fused_path, eager=daq_eager_path, ste=ste, fakequant=fake_quant)
     if with_lsq: cands['lsq'] = lsq

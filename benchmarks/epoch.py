@@ -16,14 +16,13 @@ Run from the repository root::
 import argparse, json, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 from dasr import machine_info, CpuShare, setup_device
 from daq.train import get_recipe, train, read_metrics
-from daq.checkpoints import find_shared
+from daq.shared import find_shared
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 
@@ -34,7 +33,8 @@ def measure(recipe_name: str, args, data, shared) -> dict:
     schedule = args.schedule_epochs or get_recipe(recipe_name).epochs
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        train(recipe, data, d, args.device, args.subset, args.test_subset, progress=not args.no_progress,
+        train(recipe, data, d, device=args.device, subset=args.subset, test_subset=args.test_subset,
+              progress=not args.no_progress,
               shared=shared, amp=args.amp, channels_last=args.channels_last, compile=args.compile)
         wall = time.perf_counter() - t0
         m = read_metrics(d)

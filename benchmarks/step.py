@@ -20,7 +20,7 @@ Run from the repository root::
     python benchmarks/step.py                                 # CPU, batch 128, 1 bit
     python benchmarks/step.py --device cuda --batch 256 --channels-last
 """
-import argparse, contextlib, json, statistics, sys, time, warnings
+import argparse, json, statistics, sys, time, warnings
 from pathlib import Path
 
 import torch

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['check_bits', 'check_positive', 'round_half_down', 'abs_plus', 'distance_scores', 'kernel_weights',
            'temperature_controller', 'output_shift', 'dasr_reference', 'dasr_constants', 'dasr_grad', 'FusedKernel',
-           'fused', 'DASRFunction', 'dasr']
+           'fused', 'DASRFunction', 'dasr', 'STEFunction', 'ste_round', 'Rounding', 'DASR', 'STE', 'as_rounding']
 
 # %% ../nbs/00_dasr.ipynb #0430e86e
 import functools, math, os, warnings
@@ -48,7 +48,7 @@ def distance_scores(r:torch.Tensor # offset from the lower level, in [0, 1)
 
 # %% ../nbs/00_dasr.ipynb #b9d80e4a
 def kernel_weights(r:torch.Tensor, # offset from the lower level, in [0, 1)
-                   sigma:float=1.0 # kernel width $\sigma > 0$
+                   sigma:float=1.0 # kernel width σ > 0
                   ) -> torch.Tensor:
     "Kernel $e^{-(q-q^*)^2/\\sigma^2}$ for $q \\in \\{0,1\\}$ around the nearest level $q^*$ (ties down), last axis."
     sigma = check_positive('sigma', sigma)
@@ -59,7 +59,7 @@ def kernel_weights(r:torch.Tensor, # offset from the lower level, in [0, 1)
 # %% ../nbs/00_dasr.ipynb #fd3b6a6e
 def temperature_controller(s_floor:torch.Tensor, # score of the lower level
                            s_ceil:torch.Tensor, # score of the upper level
-                           gamma:float=2.0 # target logit gap $\gamma > 0$
+                           gamma:float=2.0 # target logit gap γ > 0
                           ) -> torch.Tensor:
     "Adaptive temperature $\\beta^* = \\gamma / |s_\\text{floor} - s_\\text{ceil}|$, detached from the graph."
     gamma = check_positive('gamma', gamma)
@@ -67,15 +67,15 @@ def temperature_controller(s_floor:torch.Tensor, # score of the lower level
     return (gamma / gap).detach()
 
 # %% ../nbs/00_dasr.ipynb #97e7820f
-def output_shift(gamma:float=2.0 # target logit gap $\gamma > 0$
+def output_shift(gamma:float=2.0 # target logit gap γ > 0
                 ) -> float:
     "The candidates' outward shift $a = 1/(e^\\gamma - 1)$ that makes the soft argmax land on a level."
     return 1.0 / math.expm1(check_positive('gamma', gamma))
 
 # %% ../nbs/00_dasr.ipynb #a7115ade
 def dasr_reference(x:torch.Tensor, # input in level units
-                   gamma:float=2.0, # temperature controller's target logit gap $\gamma > 0$
-                   sigma:float=1.0 # Gaussian kernel width $\sigma > 0$
+                   gamma:float=2.0, # temperature controller's target logit gap γ > 0
+                   sigma:float=1.0 # Gaussian kernel width σ > 0
                   ) -> torch.Tensor:
     "Distance-aware soft rounding written out equation by equation (slow; the oracle for `dasr`)."
     a = output_shift(gamma)
@@ -94,16 +94,16 @@ def _dasr_slope(x, gain:float, k_far:float):
     u = k_far * torch.exp(-torch.abs(2 * r - 1))
     return gain * (1 + u) / (1 - u)
 
-def dasr_constants(gamma:float=2.0, # temperature controller's target logit gap $\gamma > 0$
-                   sigma:float=1.0 # Gaussian kernel width $\sigma > 0$
+def dasr_constants(gamma:float=2.0, # temperature controller's target logit gap γ > 0
+                   sigma:float=1.0 # Gaussian kernel width σ > 0
                   ) -> tuple:
     "The gradient's two constants: gain $\\gamma / (2\\sinh\\gamma)$ and far-level kernel $e^{-1/\\sigma^2}$."
     gamma, sigma = check_positive('gamma', gamma), check_positive('sigma', sigma)
     return gamma / (2 * math.sinh(gamma)), math.exp(-1.0 / sigma ** 2)
 
 def dasr_grad(x:torch.Tensor, # input in level units
-              gamma:float=2.0, # temperature controller's target logit gap $\gamma > 0$
-              sigma:float=1.0 # Gaussian kernel width $\sigma > 0$
+              gamma:float=2.0, # temperature controller's target logit gap γ > 0
+              sigma:float=1.0 # Gaussian kernel width σ > 0
              ) -> torch.Tensor:
     "Closed-form $\\partial\\,\\mathrm{DASR}(x)/\\partial x$, elementwise."
     return _dasr_slope(x, *dasr_constants(gamma, sigma))
@@ -183,10 +183,56 @@ class DASRFunction(torch.autograd.Function):
         return fused(_dasr_backward_body)(x, grad, ctx.gain, ctx.k_far), None, None
 
 def dasr(x:torch.Tensor, # input in level units, floating point
-         gamma:float=2.0, # temperature controller's target logit gap $\gamma > 0$
-         sigma:float=1.0 # Gaussian kernel width $\sigma > 0$
+         gamma:float=2.0, # temperature controller's target logit gap γ > 0
+         sigma:float=1.0 # Gaussian kernel width σ > 0
         ) -> torch.Tensor:
     "Distance-aware soft rounding: forward rounds (ties down), backward is DASR's gradient."
     gamma, sigma = check_positive('gamma', gamma), check_positive('sigma', sigma)
     if not x.is_floating_point(): raise ValueError(f"dasr needs a floating-point tensor, got {x.dtype}")
     return DASRFunction.apply(x, gamma, sigma)
+
+# %% ../nbs/00_dasr.ipynb #107afd38
+class STEFunction(torch.autograd.Function):
+    "Rounding (ties down) forward, identity backward."
+    @staticmethod
+    def forward(ctx, x): return round_half_down(x)
+    @staticmethod
+    def backward(ctx, grad): return grad
+
+def ste_round(x:torch.Tensor) -> torch.Tensor:
+    "Straight-through rounding: exact forward, gradient 1."
+    return STEFunction.apply(x)
+
+class Rounding:
+    "A training-time rounding of level units: its `name`, and how its gradient is computed."
+    name = 'rounding'
+    def fused_constants(self, gamma:float, sigma:float) -> tuple|None:
+        "The `(gain, k_far)` slope constants of the fused kernels, or None: differentiate `function` by autograd."
+        return None
+    def function(self, gamma:float, sigma:float):
+        "The rounding as a function of level units (plain autograd)."
+        raise NotImplementedError
+    def __eq__(self, other): return isinstance(other, Rounding) and other.name == self.name
+    def __hash__(self): return hash(self.name)
+    def __repr__(self): return f"{type(self).__name__}({self.name!r})"
+
+class DASR(Rounding):
+    "Distance-aware soft rounding (the paper's), on the fused kernels."
+    name = 'dasr'
+    def fused_constants(self, gamma, sigma): return dasr_constants(gamma, sigma)
+    def function(self, gamma, sigma): return functools.partial(dasr, gamma=gamma, sigma=sigma)
+
+class STE(Rounding):
+    "The straight-through estimator, on the same kernels with slope 1."
+    name = 'ste'
+    def fused_constants(self, gamma, sigma): return (1.0, 0.0)
+    def function(self, gamma, sigma): return ste_round
+
+def as_rounding(rounding # a `Rounding`, 'dasr', 'ste', or None (DASR)
+               ) -> Rounding:
+    "The `Rounding` object for `rounding`."
+    if rounding is None or rounding == 'dasr': return DASR()
+    if rounding == 'ste': return STE()
+    if isinstance(rounding, Rounding): return rounding
+    raise ValueError(f"unknown rounding {rounding!r}: give 'dasr', 'ste' or a Rounding object "
+                     "(the ablation variants: daq.variants.named_rounding(name))")

@@ -15,7 +15,7 @@ import torchvision
 import torchvision.transforms as T
 from PIL import Image
 from tqdm.auto import tqdm
-from .checkpoints import IMAGENET_MEAN, IMAGENET_STD, find_shared
+from .shared import IMAGENET_MEAN, IMAGENET_STD
 
 # %% ../nbs/04_data.ipynb #ddd0d875
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')

@@ -64,7 +64,7 @@ def resnet20(wbits:int|None=1, # weight bit-width of the block convs (None: full
              abits:int|None=1, # activation bit-width of the block convs (None: full precision)
              num_classes:int=10, # classifier outputs
              gamma_w:float=2.0, sigma_w:float=1.0, gamma_a:float=2.0, sigma_a:float=2.0, # DASR settings (the authors')
-             rounding:str='dasr' # training-time rounding ('dasr' or a `daq.variants` name, for ablations)
+             rounding='dasr' # training-time rounding: 'dasr', 'ste' or a `Rounding` (ablations: `daq.variants`)
             ) -> CifarResNet:
     "The authors' CIFAR-10 ResNet-20; full precision when both bit-widths are None."
     def make_conv(cin, cout, stride):

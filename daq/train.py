@@ -8,17 +8,19 @@ __all__ = ['QUANTIZER_KEYS', 'Recipe', 'recipes', 'get_recipe', 'build_model', '
            'data_record', 'read_metrics', 'train', 'check_compiled_gradients', 'plot_run', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #f7dfa4a9
-import argparse, copy, dataclasses, hashlib, json, math, os, platform, random, subprocess, sys, time
-from dataclasses import dataclass, asdict, field
+import argparse, copy, dataclasses, hashlib, json, os, platform, random, subprocess, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .quant import DAQConv2d, split_quantizer_parameters
+from .quant import split_quantizer_parameters
+from .variants import named_rounding
 from .models import resnet20, resnet18, resnet34
-from .checkpoints import checkpoint_kind, find_shared, load_npz_images, accuracy
+from .shared import find_shared
+from .checkpoints import checkpoint_kind, load_npz_images, accuracy
 from .data import cifar10_arrays, balanced_subset, DeviceLoader, imagenet_loaders
 
 # %% ../nbs/05_train.ipynb #2e72d091
@@ -77,7 +79,8 @@ QUANTIZER_KEYS = ('uW', 'lW', 'uA', 'beta', 'init', 'lA')
 
 def build_model(recipe:Recipe, num_classes:int|None=None) -> nn.Module:
     "The recipe's network (untrained)."
-    kw = dict(gamma_w=recipe.gamma_w, sigma_w=recipe.sigma_w, gamma_a=recipe.gamma_a, sigma_a=recipe.sigma_a, rounding=recipe.rounding)
+    kw = dict(gamma_w=recipe.gamma_w, sigma_w=recipe.sigma_w, gamma_a=recipe.gamma_a, sigma_a=recipe.sigma_a,
+              rounding=named_rounding(recipe.rounding))
     if recipe.arch == 'resnet20': return resnet20(recipe.wbits, recipe.abits, num_classes or 10, **kw)
     if recipe.arch in ('resnet18', 'resnet34'):
         weights = 'IMAGENET1K_V1' if recipe.init == 'torchvision' else None
@@ -268,7 +271,7 @@ def _initial_checkpoint(recipe:Recipe, shared=None):
 def train(recipe:Recipe, # what to train (see `get_recipe`)
           data, # CIFAR-10 source (see `cifar10_arrays`) or ImageNet root
           run_dir, # folder of this run: created, or resumed if it holds last.pt
-          device='cpu', # training device
+          *, device='cpu', # training device
           subset:int|None=None, # train on a class-balanced subset of this many images
           test_subset:int|None=None, # evaluate on a class-balanced subset of the test set
           force:bool=False, # resume even if the stored config differs
@@ -383,8 +386,9 @@ def plot_run(run_dir, # a run directory written by `train`
     if not m: raise ValueError(f"{run_dir} has no metrics.jsonl records yet")
     if ax is None: _, ax = plt.subplots(1, 2, figsize=(10, 3.5))
     ep = [r['epoch'] + 1 for r in m]
-    ax[0].plot(ep, [r['train_loss'] for r in m], label='train'); ax[0].plot(ep, [r['test_loss'] for r in m], label='test')
-    ax[1].plot(ep, [100 * r['train_acc'] for r in m], label='train'); ax[1].plot(ep, [100 * r['test_acc'] for r in m], label='test')
+    style = dict(marker='o', markersize=4)            # a run of one or two epochs still shows its points
+    for key, scale, a in (('loss', 1, ax[0]), ('acc', 100, ax[1])):
+        for split in ('train', 'test'): a.plot(ep, [scale * r[f'{split}_{key}'] for r in m], label=split, **style)
     ax[0].set(xlabel='epoch', ylabel='cross-entropy', title=f'{Path(run_dir).name}: loss')
     ax[1].set(xlabel='epoch', ylabel='top-1 accuracy (%)', title='accuracy')
     for a in ax: a.legend(); a.grid(alpha=.3)
@@ -436,6 +440,7 @@ def train_cli(argv=None):
                 "channels_last float32; use it on GPUs")
     data = a.data or find_shared(a.shared) / 'data/cifar10/cifar10-jpeg75.tar.xz'
     run_dir = a.run_dir or Path('runs') / recipe.name
-    summary = train(recipe, data, run_dir, a.device, a.subset, a.test_subset, a.force, not a.no_progress, a.download,
-                    a.shared, a.workers, a.amp, a.channels_last, a.compile, a.exact_test)
+    summary = train(recipe, data, run_dir, device=a.device, subset=a.subset, test_subset=a.test_subset, force=a.force,
+                    progress=not a.no_progress, download=a.download, shared=a.shared, workers=a.workers, amp=a.amp,
+                    channels_last=a.channels_last, compile=a.compile, exact_test=a.exact_test)
     print(json.dumps(summary, indent=1))

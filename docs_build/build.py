@@ -201,9 +201,9 @@ def _kernel_env(project: Project) -> dict:
     return env
 
 
-def _fingerprint(project: Project, ex: nbformat.NotebookNode) -> str:
-    "Hash of what an execution depends on that lives in the repo: the executed cells, the library, settings.ini."
-    h = hashlib.sha256(nbformat.writes(ex).encode())
+def _fingerprint(project: Project, ex: nbformat.NotebookNode, parameters: dict | None = None) -> str:
+    "Hash of what an execution depends on: the executed cells, papermill parameters, the library, settings.ini."
+    h = hashlib.sha256(nbformat.writes(ex).encode() + json.dumps(parameters or {}, sort_keys=True).encode())
     for p in sorted(project.lib.rglob('*.py')) + [project.repo / 'settings.ini']:
         h.update(p.relative_to(project.repo).as_posix().encode() + b'\0' + p.read_bytes())
     return h.hexdigest()
@@ -213,11 +213,14 @@ class ExecutionError(RuntimeError): pass
 
 
 def execute(project: Project, name: str, ex: nbformat.NotebookNode, work: Path, reuse: bool = False,
-            timeout: int | None = None) -> nbformat.NotebookNode:
-    "Run `ex` with papermill in a fresh python3 kernel (cwd nbs/); with `reuse`, keep a previous identical run."
+            timeout: int | None = None, parameters: dict | None = None) -> nbformat.NotebookNode:
+    """Run `ex` with papermill in a fresh python3 kernel (cwd nbs/); with `reuse`, keep a previous identical run.
+
+    The tests (tests/test_notebooks.py) and the site build call this with the same `work` folder, so within one
+    test session each notebook is executed once and both use that execution."""
     src, out, stamp = work / f'{name}.in.ipynb', work / f'{name}.out.ipynb', work / f'{name}.sha256'
     src.parent.mkdir(parents=True, exist_ok=True)
-    fp = _fingerprint(project, ex)
+    fp = _fingerprint(project, ex, parameters)
     if reuse and out.is_file() and stamp.is_file() and stamp.read_text().strip() == fp:
         log(f'{name}: reusing the previous execution ({out.relative_to(project.repo) if out.is_relative_to(project.repo) else out})')
         return nbformat.read(out, as_version=4)
@@ -225,6 +228,7 @@ def execute(project: Project, name: str, ex: nbformat.NotebookNode, work: Path, 
     nbformat.write(ex, src)
     cmd = [sys.executable, '-m', 'papermill', str(src), str(out), '--kernel', 'python3', '--language', 'python',
            '--cwd', str(project.nbs), '--no-progress-bar', '--log-level', 'WARNING']
+    if parameters: cmd += ['-y', json.dumps(parameters)]
     if timeout: cmd += ['--execution-timeout', str(timeout)]
     t0 = time.time()
     res = subprocess.run(cmd, env=_kernel_env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -297,6 +301,16 @@ def nbdev_process(project: Project, nb: nbformat.NotebookNode, nb_path: Path):
 
 # ---------------------------------------------------------------- the whole build
 
+def work_dir(project: Project) -> Path:
+    "Where executed notebooks are kept (git-ignored), for `--reuse` and for the tests to share."
+    return project.repo / '_proc' / 'docs_build'
+
+
+def execution_name(project: Project, nb_path: Path) -> str:
+    "The file-name stem of a notebook's execution in `work_dir`."
+    return nb_path.relative_to(project.nbs).with_suffix('').as_posix().replace('/', '__')
+
+
 def build_site(out: Path | str | None = None, repo: Path | str = REPO, reuse: bool = False, jobs: int | None = None,
                timeout: int | None = None, only: list | None = None) -> Path:
     """Build the site into `out` (default: settings.ini's doc_path, `_docs/`); returns its path.
@@ -306,7 +320,7 @@ def build_site(out: Path | str | None = None, repo: Path | str = REPO, reuse: bo
     t0 = time.time()
     project = Project.load(Path(repo))
     out = Path(out).resolve() if out else project.doc_path
-    work = project.repo / '_proc' / 'docs_build'          # git-ignored: executed notebooks, reused with --reuse
+    work = work_dir(project)
     nbs = project.notebooks()
     if only:
         nbs = [p for p in nbs if any(fnmatch.fnmatch(p.relative_to(project.nbs).as_posix(), pat) or
@@ -322,7 +336,7 @@ def build_site(out: Path | str | None = None, repo: Path | str = REPO, reuse: bo
     jobs = jobs or max(1, min(len(nbs), os.cpu_count() or 1, 4))
     log(f'executing {len(nbs)} notebooks with papermill ({jobs} at a time)')
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        futs = {p: pool.submit(execute, project, names[p].replace('/', '__'), prepared[p][1], work, reuse, timeout)
+        futs = {p: pool.submit(execute, project, execution_name(project, p), prepared[p][1], work, reuse, timeout)
                 for p in nbs}
         executed = {p: f.result() for p, f in futs.items()}
     pages = []

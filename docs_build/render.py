@@ -1,9 +1,9 @@
 """HTML for nbdev-processed notebooks: pages, sidebar, table of contents, links, figures, math and search.
 
-What Quarto would do with the processed notebooks, for the features nbdev notebooks use: cell options (`#| echo`,
-`output`, `include`, `code-fold`, `fig-cap`, `fig-alt`), `output: asis` markdown (show_doc), pandoc-style heading ids
-(nbdev's symbol links point at them), link attributes (`[source](url){target="_blank"}`), fenced divs and callouts,
-`$...$`/`$$...$$` math. Pages are written flat as `<notebook name>.html` (`00_dasr.ipynb` -> `00_dasr.html`)."""
+What Quarto would do with the processed notebooks, for the features these notebooks use: cell options (`#| echo`,
+`output`, `include`, `fig-cap`, `fig-alt`), `output: asis` markdown (show_doc), pandoc-style heading ids (nbdev's
+symbol links point at them), link attributes (`[text](url){target="_blank"}`), `$...$`/`$$...$$` math. Pages are
+written flat as `<notebook name>.html` (`00_dasr.ipynb` -> `00_dasr.html`)."""
 from __future__ import annotations
 
 import base64
@@ -102,47 +102,14 @@ def _inline_text(tok) -> str:
     return ''.join(out)
 
 
-_FENCED_DIV_OPEN = re.compile(r'^(:{3,})\s*(?:\{([^}]*)\}|([\w-]+))\s*$')
-_FENCED_DIV_CLOSE = re.compile(r'^:{3,}\s*$')
-_CODE_FENCE = re.compile(r'^\s{0,3}(`{3,}|~{3,})')
-_CALLOUT_TITLES = {'note': 'Note', 'tip': 'Tip', 'warning': 'Warning', 'caution': 'Caution', 'important': 'Important'}
-
-
 def _div_attrs(spec: str):
-    "Classes, id and key=value pairs of a pandoc attribute list like `.callout-note #x title=\"Hi\"`."
+    "Classes, id and key=value pairs of a pandoc attribute list like `.cls #x key=\"v\"`."
     classes, ident, kv = [], None, {}
     for m in re.finditer(r'([\w-]+)=(?:"([^"]*)"|\'([^\']*)\'|(\S+))|\.([\w-]+)|#([\w-]+)', spec):
         if m.group(5): classes.append(m.group(5))
         elif m.group(6): ident = m.group(6)
         elif m.group(1): kv[m.group(1)] = next(g for g in m.group(2, 3, 4) if g is not None)
     return classes, ident, kv
-
-
-def fenced_divs(src: str) -> str:
-    "Pandoc fenced divs (`::: {.callout-note}` ... `:::`) as HTML blocks around markdown, outside code fences."
-    out, fence, depth = [], None, 0
-    for line in src.split('\n'):
-        m = _CODE_FENCE.match(line)
-        if fence:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence): fence = None
-            out.append(line); continue
-        if m: fence = m.group(1); out.append(line); continue
-        o = _FENCED_DIV_OPEN.match(line)
-        if o:
-            classes, ident, kv = _div_attrs(o.group(2) or '.' + o.group(3))
-            callout = next((c.split('-', 1)[1] for c in classes if c.startswith('callout-')), None)
-            attrs = f' class="{esc(" ".join((["callout"] if callout else []) + classes))}"' if classes else ''
-            attrs += f' id="{esc(ident)}"' if ident else ''
-            title = ''
-            if callout:
-                title = f'<p class="callout-title">{esc(kv.get("title") or _CALLOUT_TITLES.get(callout, callout.title()))}</p>'
-            out += ['', f'<div{attrs}>{title}', '']
-            depth += 1; continue
-        if depth and _FENCED_DIV_CLOSE.match(line):
-            out += ['', '</div>', '']
-            depth -= 1; continue
-        out.append(line)
-    return '\n'.join(out + ['', '</div>'] * depth)
 
 
 def make_markdown() -> MarkdownIt:
@@ -194,13 +161,13 @@ class PageContext:
 
     def __init__(self, site: 'Site', page: Page, out: Path):
         self.site, self.page, self.out = site, page, out
-        self.ids, self.toc, self.attachments = set(), [], {}
+        self.ids, self.toc = set(), []
         self.files_dir = page.name + '_files'
 
     # -- markdown with heading ids
     def markdown(self, src: str, toc: bool = True) -> str:
         env = {}
-        tokens = _MD.parse(fenced_divs(src), env)
+        tokens = _MD.parse(src, env)
         for i, t in enumerate(tokens):
             if t.type != 'heading_open': continue
             inline = tokens[i + 1]
@@ -239,20 +206,7 @@ class PageContext:
                       flags=re.I | re.S)
 
     def resolve(self, url: str) -> str:
-        "`attachment:NAME` (an image pasted into a markdown cell) becomes a file; anything else as the site resolves it."
-        if url.startswith('attachment:'):
-            name = urllib.parse.unquote(url[len('attachment:'):])
-            bundle = self.attachments.get(name)
-            if not bundle:
-                self.site.warnings.append(f'{self.page.src.name}: no attachment {name!r}'); return url
-            mime = next(iter(bundle))
-            data = bundle[mime]
-            raw = data.encode() if mime == 'image/svg+xml' else base64.b64decode(_text(data))
-            safe = re.sub(r'[^\w.-]', '_', name)
-            rel = f'{self.files_dir}/attachments/{safe}'
-            (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
-            (self.out / rel).write_bytes(raw)
-            return self.site.rel_url(rel, self.page)
+        "A link or file reference as the site resolves it (notebooks to pages, local files copied)."
         return self.site.resolve(url, self.page)
 
     def save_file(self, data: bytes, ext: str, stem: str) -> str:
@@ -284,6 +238,8 @@ def _stream_text(s: str) -> str:
     return '\n'.join(l.rsplit('\r', 1)[-1] if '\r' in l.rstrip('\r') else l.rstrip('\r') for l in s.split('\n'))
 
 
+_SOURCE_LINK = re.compile(r'\[source\]\([^)\s]+\)(\{[^}]*\})?\n*')
+
 _MIME_ORDER = ['text/html', 'image/svg+xml', 'image/png', 'image/jpeg', 'image/gif', 'text/markdown', 'text/latex',
                'text/plain']
 
@@ -300,6 +256,7 @@ def render_outputs(ctx: PageContext, cell, opts: dict, cell_no: int) -> list:
     for k, o in enumerate(merged, 1):
         t = o.get('output_type')
         if t == 'stream':
+            if o.get('name') == 'stderr': continue      # warnings, logs, progress bars: noise on a documentation page
             txt = _stream_text(_text(o.get('text'))).rstrip('\n')
             if txt: out.append(f'<div class="cell-output cell-output-{esc(o.get("name", "stdout"))}"><pre><code>'
                                f'{esc(txt)}</code></pre></div>')
@@ -312,6 +269,7 @@ def render_outputs(ctx: PageContext, cell, opts: dict, cell_no: int) -> list:
             mime = next((m for m in order if m in data), None)
             if mime is None: continue
             v = _text(data[mime])
+            if mime == 'text/markdown': v = _SOURCE_LINK.sub('', v)   # show_doc's links into a repository not checked here
             if mime == 'text/markdown' and asis: out.append(ctx.markdown(v)); continue
             if mime == 'text/html': body = ctx.rewrite_refs(v)
             elif mime.startswith('image/'):
@@ -336,26 +294,14 @@ def _is_show_doc(cell, code: str) -> bool:
 def render_cell(ctx: PageContext, cell, cell_no: int) -> str:
     ct = cell.get('cell_type')
     src = _text(cell.get('source'))
-    if ct == 'markdown':
-        ctx.attachments = dict(cell.get('attachments') or {})
-        try: return ctx.markdown(src)
-        finally: ctx.attachments = {}
-    if ct == 'raw':
-        fmt = (cell.metadata.get('raw_mimetype') or cell.metadata.get('format') or '').lower()
-        if fmt in ('text/html', 'html'): return ctx.rewrite_refs(src)
-        if fmt in ('text/markdown', 'markdown'): return ctx.markdown(src)
-        return ''
+    if ct == 'markdown': return ctx.markdown(src)
     if ct != 'code': return ''
+    if {'parameters', 'injected-parameters'} & set(cell.metadata.get('tags', [])): return ''   # papermill's, not the reader's
     opts, code = cell_options(src)
     if opts.get('include') is False: return ''
     parts = []
     if opts.get('echo', True) is not False and code.strip():
-        block = code_block(code, cell.metadata.get('language') or 'python')
-        fold = opts.get('code-fold')
-        if fold in (True, 'true', 'show'):
-            summary = esc(str(opts.get('code-summary') or 'Code'))
-            block = f'<details class="code-fold"{" open" if fold == "show" else ""}><summary>{summary}</summary>{block}</details>'
-        parts.append(f'<div class="cell-code">{block}</div>')
+        parts.append(f'<div class="cell-code">{code_block(code, cell.metadata.get("language") or "python")}</div>')
     skipped = cell.metadata.get('docs_build', {}).get('skipped')
     if skipped:
         parts.append(f'<div class="cell-note">Not executed when these pages were built (<code>{esc(skipped)}</code>)'

@@ -34,3 +34,14 @@ def kernel_env(monkeypatch, repo, bin_dir):
     pp = os.environ.get('PYTHONPATH')
     monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(repo)] + ([pp] if pp else [])))
     monkeypatch.delenv('IN_TEST', raising=False)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def fresh_notebook_executions():
+    """Each test session executes every notebook once, shared by tests/test_notebooks.py and the site build
+    (docs_build.build.execute keeps executions in _proc/docs_build/). Executions from earlier sessions are
+    forgotten first, unless DAQ_DOCS_REUSE=1 (a local shortcut: reuse those whose cells, library and settings.ini are
+    unchanged)."""
+    if os.environ.get('DAQ_DOCS_REUSE', '') != '1':
+        for stamp in (REPO / '_proc' / 'docs_build').glob('*.sha256'): stamp.unlink()
+    yield

@@ -11,12 +11,12 @@
 * the checker itself: it must catch an injected console.error, an exception, a missing image, a broken link.
 
 Chromium is the Debian package `chromium` (.ci/run installs it). Without it these browser tests fail in CI (CI=true)
-and are skipped elsewhere. DAQ_DOCS_REUSE=1 lets the `site` fixture reuse earlier notebook executions (see there).
+and are skipped elsewhere. Each notebook is executed once per test session, for this build and tests/test_notebooks.py
+alike (DAQ_DOCS_REUSE=1 also reuses the executions of earlier sessions whose cells, library and settings are unchanged).
 """
 import ast
 import base64
 import html
-import json
 import os
 import re
 import shutil
@@ -55,9 +55,9 @@ def browser():
 
 @pytest.fixture(scope='session')
 def site() -> Path:
-    """The site, built once per session into settings.ini's doc_path (_docs/). DAQ_DOCS_REUSE=1 reuses the notebook
-    executions of an earlier build whose cells, library and settings.ini are unchanged (a local shortcut)."""
-    return B.build_site(reuse=os.environ.get('DAQ_DOCS_REUSE', '') == '1')
+    """The site, built once per session into settings.ini's doc_path (_docs/), from this session's notebook
+    executions (shared with tests/test_notebooks.py; see tests/conftest.py's `fresh_notebook_executions`)."""
+    return B.build_site(reuse=True)
 
 
 @pytest.fixture(scope='session')
@@ -79,21 +79,6 @@ def png_size(path: Path):
     data = path.read_bytes()
     assert data[:8] == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
     return struct.unpack('>II', data[16:24])
-
-
-# ---------------------------------------------------------------- the builder agrees with tests/test_notebooks.py
-
-def test_skip_rules_match_test_notebooks(project):
-    "The build leaves out of execution exactly the cells tests/test_notebooks.py drops before papermill."
-    import test_notebooks as T
-    cases = ['#|slow\nx = 1', '#| cuda\nx', '# |notest\nx', '#|SLOW\nx', '#|eval: false\nx', '#|eval:False\nx',
-             '#|hide\nnbdev.nbdev_export()', 'x = 1', '#|export\nx = 1', '# a comment\n#|slow\nx', '%%time\n#|slow\nx',
-             '#|slowish\nx', '#|slow:\nx', 'print("#|slow")']
-    cells = [nbformat.v4.new_code_cell(c) for c in cases] + [nbformat.v4.new_markdown_cell('#|slow')]
-    for nb in project.notebooks(): cells += nbformat.read(nb, as_version=4).cells
-    assert project.tst_flags == T.TST_FLAGS
-    diff = [c.source[:80] for c in cells if B.skip_reason(c, project.tst_flags) != T.skip_reason(c, T.TST_FLAGS)]
-    assert not diff, f'docs_build.build.skip_reason disagrees with tests/test_notebooks.py on: {diff}'
 
 
 # ---------------------------------------------------------------- the built site, statically
@@ -191,6 +176,23 @@ def test_nothing_comes_from_the_network(site):
     for p in site.rglob('*.css'):
         bad += [f'{p.name}: {u}' for u in re.findall(r'url\(\s*["\']?((?:https?:)?//[^)"\']*)', p.read_text(encoding='utf-8'))]
     assert not bad, bad
+
+
+def test_no_noise_placeholders_or_raw_tex(site, project):
+    """What a reader sees: no stderr output (warnings, logs, progress bars), no papermill `parameters` cell, no link
+    into the repository (this offline build cannot check it), no TeX left raw outside math (e.g. in API signatures)."""
+    problems, repo_url = [], project.settings.get('git_url', '').rstrip('/')
+    for p in sorted(site.rglob('*.html')):
+        raw = p.read_text(encoding='utf-8')
+        if 'cell-output-stderr' in raw: problems.append(f'{p.name}: stderr output shown')
+        for w in ('Warning:', 'TqdmWarning', 'No CUDA runtime'):
+            if w in page_text(p): problems.append(f'{p.name}: {w!r} on the page')
+        if repo_url and repo_url in raw: problems.append(f'{p.name}: links {repo_url}')
+        if 'papermill parameters' in page_text(p): problems.append(f'{p.name}: the parameters cell is shown')
+        no_math = re.sub(r'<(span|div) class="math[^"]*">.*?</\1>', ' ', raw, flags=re.S)
+        tex = re.findall(r'\$\\[a-zA-Z]+', html.unescape(re.sub(r'<[^>]+>', '', no_math)))
+        if tex: problems.append(f'{p.name}: raw TeX {tex[:3]}')
+    assert not problems, '\n'.join(problems)
 
 
 def test_figures_folder_is_part_of_the_site(site):
@@ -303,13 +305,12 @@ def _tiny_project(root: Path) -> Path:
         md('# Tiny\n> A tiny project, built by the tests'),
         code('#|hide\nfrom nbdev.showdoc import show_doc\nSECRET_HIDDEN_MARKER = 1'),
         md('Math $a^2 + b^2 = c^2$ and\n$$\\int_0^1 x\\,dx = \\tfrac12$$\n\nSee [page B](01_b.ipynb#section-two) and '
-           '![chart](../figures/chart.png) and ![att](attachment:dot.png)\n\n::: {.callout-tip}\nA tip.\n:::'),
+           '![chart](../figures/chart.png)'),
         code('#|export\ndef tiny_fn(x:int=1 # the input\n           )->int:\n    "Return `x` plus one, $x+1$."\n    return x + 1'),
         code('print(tiny_fn(41))'),
         code('#|slow\nprint("SLOW_CELL_RAN")'),
         code('import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]); plt.show()'),
     ])
-    index.cells[2]['attachments'] = {'dot.png': {'image/png': base64.b64encode(_PNG).decode()}}
     b = nbformat.v4.new_notebook(metadata=ks, cells=[md('# Page B'), md('## Section two\nBack to [home](index.ipynb).')])
     nbformat.write(index, root / 'nbs' / 'index.ipynb')
     nbformat.write(b, root / 'nbs' / '01_b.ipynb')
@@ -317,7 +318,7 @@ def _tiny_project(root: Path) -> Path:
 
 
 def test_tiny_project_end_to_end(tmp_path, browser):
-    "Hidden cells, directives, show_doc, math, figures/ and attachments, #|slow cells, page links: built and checked."
+    "Hidden cells, directives, show_doc, math, figures/, #|slow cells, page links: built and checked."
     root = _tiny_project(tmp_path / 'tiny')
     out = B.build_site(repo=root, jobs=2)
     assert out == root / '_docs'
@@ -330,12 +331,12 @@ def test_tiny_project_end_to_end(tmp_path, browser):
     assert not re.search(r'cell-output[^>]*><pre><code>SLOW_CELL_RAN', index), 'the #|slow cell must not have run'
     assert 'href="01_b.html#section-two"' in index and 'src="figures/chart.png"' in index
     assert (out / 'figures' / 'chart.png').read_bytes() == _PNG and (out / 'figures' / 'unused.svg').is_file()
-    assert 'class="callout callout-tip"' in index and (out / 'styles.css').is_file()
+    assert (out / 'styles.css').is_file()
     assert 'href="index.html"' in (out / '01_b.html').read_text()
     rep = check_site(out, screenshot=out / 'screenshot-home.png', browser=browser)
     assert not rep.problems, rep.problems
     info = rep.pages['index.html'].info
     assert info['math'] == 3 and info['katex'] == 3, info      # two formulas in the markdown, one in tiny_fn's docstring
-    assert info['images'] >= 3, info                           # figures/chart.png, the attachment, the matplotlib plot
+    assert info['images'] >= 2, info                           # figures/chart.png and the matplotlib plot
     assert [e['id'] for e in info['showDocs']] == ['tiny_fn']
     assert info['sidebar'] == ['Tiny', 'Page B']

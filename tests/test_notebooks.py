@@ -1,9 +1,10 @@
-"""The notebooks in nbs/ are the source of truth: test them three ways.
+"""The notebooks in nbs/ are the source of truth: test them two ways.
 
-* `test_nbdev_test`: nbdev's own runner, skipping the cells flagged with settings.ini's `tst_flags`.
 * `test_papermill[<notebook>]`: each notebook run top to bottom in a fresh `python3` kernel (this interpreter) by
-  papermill, minus the same flagged cells, with optional CI parameter overrides from `DAQ_PAPERMILL_PARAMS`
-  (JSON: {"00_dasr.ipynb": {"n_random": 1000}, ...}).
+  papermill, minus the cells flagged with settings.ini's `tst_flags` (what nbdev_test would skip), with optional CI
+  parameter overrides from `DAQ_PAPERMILL_PARAMS` (JSON: {"00_dasr.ipynb": {"n_random": 1000}, ...}). The execution is
+  the documentation build's (`docs_build.build.execute`): within a test session each notebook runs once, and the site
+  (tests/test_docs.py) is built from the same executions.
 * `test_export_and_clean_change_nothing`: in a copy of the repo, `nbdev_export` + `nbdev_clean` reproduce daq/ and
   nbs/ byte for byte (so the library is in sync with the notebooks and the notebooks are clean).
 """
@@ -13,7 +14,6 @@ import difflib
 import fnmatch
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +24,8 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
+from docs_build import build as B                              # noqa: E402
 BIN_DIR = Path(sys.executable).parent
 PARAMS_ENV = 'DAQ_PAPERMILL_PARAMS'
 
@@ -63,37 +65,9 @@ def notebooks():
     return sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
 
 
-# ---------------------------------------------------------------- nbdev directives
+# ---------------------------------------------------------------- nbdev directives (the site build's reading)
 
-_DIRECTIVE = re.compile(r'^\s*#\s*\|')   # `#|x`, `#| x`, `# |x`
-_CELL_MAGIC = re.compile(r'^\s*%%\w+')
-
-
-def directives(source: str) -> dict:
-    """The nbdev directives of a code cell, as nbdev reads them, keys lower-cased: {'slow': [], 'eval:': ['false']}.
-
-    Like nbdev (process.first_code_ln), only the cell's leading block counts: blank lines, `#|` lines and cell magics;
-    the first other line (code, or an ordinary `# comment`) ends it."""
-    out = {}
-    for line in source.splitlines():
-        if not line.strip() or _CELL_MAGIC.match(line): continue
-        if not _DIRECTIVE.match(line): break
-        body = _DIRECTIVE.sub('', line, count=1).strip()
-        if body.endswith(':'): body = body.replace(':', '')      # `#| hide:` is `#|hide`
-        parts = body.replace(':', ': ').split()                   # `#|eval:false` is `#|eval: false`
-        if parts: out[parts[0].lower()] = parts[1:]
-    return out
-
-
-def skip_reason(cell, flags=TST_FLAGS):
-    "Why nbdev_test would not run this cell (None if it would)."
-    if cell.cell_type != 'code': return None
-    d = directives(cell.source)
-    hit = sorted(flags & d.keys())
-    if hit: return f'#|{hit[0]}'
-    if [a.lower() for a in d.get('eval:', [])][:1] == ['false']: return '#|eval: false'
-    if 'nbdev_export(' in cell.source: return 'nbdev_export()'   # nbdev_test skips these too; it would rewrite daq/
-    return None
+skip_reason, directives = B.skip_reason, B.directives
 
 
 @pytest.mark.parametrize('src,dropped', [
@@ -109,32 +83,10 @@ def skip_reason(cell, flags=TST_FLAGS):
 def test_skip_directives(src, dropped):
     "The papermill filter drops exactly the cells nbdev_test skips (flags from settings.ini, case-insensitively)."
     assert {'slow', 'cuda', 'notest'} <= TST_FLAGS, f'settings.ini tst_flags changed: {sorted(TST_FLAGS)}'
-    assert (skip_reason(nbformat.v4.new_code_cell(src)) is not None) == dropped
+    assert (skip_reason(nbformat.v4.new_code_cell(src), TST_FLAGS) is not None) == dropped
 
 
-# ---------------------------------------------------------------- a. nbdev_test
-
-def _frontmatter_skips(nb_path: Path) -> bool:
-    "Whether nbdev_test skips the whole notebook (frontmatter `skip_exec: true`); such notebooks print nothing."
-    from nbdev.frontmatter import FrontmatterProc
-    from nbdev.process import NBProcessor
-    from fastcore.basics import str2bool
-    nb = NBProcessor(nb_path, procs=FrontmatterProc, process=True).nb
-    return str2bool(getattr(nb, 'frontmatter_', {}).get('skip_exec', False))
-
-
-def test_nbdev_test(repo):
-    assert notebooks(), f'no notebooks in {NBS}'
-    res = run([tool('nbdev_test'), '--do_print', '--timing', '--n_workers', '1'], cwd=repo)
-    print(res.stdout)   # shown by `pytest -rP` / `-s`; on failure it is in the assertion message
-    assert res.returncode == 0, f'nbdev_test failed (exit {res.returncode}):\n{res.stdout}'
-    completed = {Path(l.split('- Completed ', 1)[1].strip()).resolve()
-                 for l in res.stdout.splitlines() if l.startswith('- Completed ')}
-    missing = [p.name for p in notebooks() if p.resolve() not in completed and not _frontmatter_skips(p)]
-    assert not missing, f'nbdev_test did not run {missing}:\n{res.stdout}'
-
-
-# ---------------------------------------------------------------- b. papermill
+# ---------------------------------------------------------------- a. papermill
 
 def _load_overrides() -> dict:
     raw = os.environ.get(PARAMS_ENV, '').strip()
@@ -161,32 +113,22 @@ def _assigned_names(src: str) -> set:
     return names
 
 
-def filtered_notebook(nb_path: Path):
-    "The notebook minus the cells nbdev_test skips, and its `parameters` cell."
-    nb = nbformat.read(nb_path, as_version=4)
-    nb.cells = [c for c in nb.cells if skip_reason(c) is None]
-    params = [c for c in nb.cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
-    return nb, params
-
-
 @pytest.mark.parametrize('nb_name', [p.name for p in notebooks()] or
                          [pytest.param(None, id='no-notebooks')])
-def test_papermill(nb_name, tmp_path, kernel_env, papermill_overrides, repo):
-    import papermill
+def test_papermill(nb_name, kernel_env, papermill_overrides, repo):
     assert nb_name is not None, f'no notebooks found in {NBS}'
+    project = B.Project.load(repo)
     nb_path = NBS / nb_name
-    nb, params_cells = filtered_notebook(nb_path)
+    ex = B.prepare(project, nb_path)[1]                          # minus the cells nbdev_test skips
+    params_cells = [c for c in ex.cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
     assert params_cells, (f'{nb_name} has no code cell tagged `parameters` (that survives the tst_flags filter); '
                           'papermill needs one for CI overrides: tag the cell holding its CI-sized defaults')
     params = papermill_overrides.get(nb_name, {})
     if params:
         unknown = sorted(set(params) - _assigned_names(params_cells[0].source))
         assert not unknown, f'{PARAMS_ENV} sets {unknown} for {nb_name}, which its parameters cell does not define'
-    src = tmp_path / nb_name
-    out = tmp_path / f'{nb_path.stem}.out.ipynb'
-    nbformat.write(nb, src)
-    papermill.execute_notebook(str(src), str(out), kernel_name='python3', language='python', cwd=str(NBS),
-                               parameters=params, progress_bar=False)   # raises PapermillExecutionError on a failing cell
+    try: B.execute(project, B.execution_name(project, nb_path), ex, B.work_dir(project), reuse=True, parameters=params)
+    except B.ExecutionError as e: pytest.fail(str(e), pytrace=False)
 
 
 def test_python3_kernel_is_this_interpreter(tmp_path, kernel_env):
@@ -210,7 +152,7 @@ def test_python3_kernel_is_this_interpreter(tmp_path, kernel_env):
     assert got['marker'] == 'injected', got
 
 
-# ---------------------------------------------------------------- c. export + clean are no-ops
+# ---------------------------------------------------------------- b. export + clean are no-ops
 
 def _gitignore_rules(root: Path):
     rules = []
