@@ -21,7 +21,7 @@ Run from the repository root::
     python benchmarks/dasr.py                     # CPU, 1 bit
     python benchmarks/dasr.py --device cuda --bits 2 --json results.json
 """
-import argparse, contextlib, datetime, json, os, platform, statistics, subprocess, sys, time, warnings
+import argparse, datetime, json, os, platform, statistics, sys, time, warnings
 from pathlib import Path
 
 import torch
@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))    # run from a checkout without installing
 from daq.quant import quantize_act, quantize_reference, _quantize_forward_body, _quantize_backward_body
 from daq.dasr import check_bits, fused
-from daq.dasr import STE
+from daq.dasr import STE, fused_mode
+from daq.train import cpu_model, git_commit
 
 SHAPES = [(256, 16, 32, 32), (256, 64, 8, 8)]
 GAMMA, SIGMA = 2.0, 2.0        # quantize_act's defaults for activations
@@ -39,35 +40,7 @@ GAMMA, SIGMA = 2.0, 2.0        # quantize_act's defaults for activations
 # Environment
 # ---------------------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def daq_fused(mode: str):
-    "Set the environment variable `DAQ_FUSED` to `mode` inside the block and restore its previous state after."
-    old = os.environ.get('DAQ_FUSED')
-    os.environ['DAQ_FUSED'] = mode
-    try: yield
-    finally:
-        if old is None: os.environ.pop('DAQ_FUSED', None)
-        else: os.environ['DAQ_FUSED'] = old
-
-
-def cpu_model() -> str:
-    "The CPU's model name from /proc/cpuinfo, else `platform.processor()`."
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or 'unknown'
-
-
-def git_commit() -> str:
-    "The checkout's commit (with `-dirty` when the tree has changes), or a short note why there is none."
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True, text=True)
-        if head.returncode != 0: return 'none (no commits)'
-        dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=root, capture_output=True, text=True).stdout.strip()
-        return head.stdout.strip() + ('-dirty' if dirty else '')
-    except OSError: return 'unknown (no git)'
+daq_fused = fused_mode                            # the benchmarks' name for it
 
 
 def machine_info(device: torch.device) -> dict:
@@ -75,7 +48,7 @@ def machine_info(device: torch.device) -> dict:
     info = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
                 cpu=cpu_model(), cores=os.cpu_count(), threads=torch.get_num_threads(),
                 cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                python=platform.python_version(), torch=torch.__version__, git=git_commit(), device=str(device),
+                python=platform.python_version(), torch=torch.__version__, git=git_commit(Path(__file__).resolve().parents[1]), device=str(device),
                 load_average_at_start=load_average())
     info['device_name'] = torch.cuda.get_device_name(device) if device.type == 'cuda' else info['cpu']
     return info

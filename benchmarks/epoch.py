@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent))                  # run from a checkout with
 sys.path.insert(0, str(HERE))
 from dasr import machine_info, CpuShare, setup_device
 from daq.train import get_recipe, train, read_metrics
-from daq.shared import find_shared
+from daq.shared import find_shared, shared_file
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 
@@ -78,7 +78,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = setup_device(args)
     shared = find_shared(args.shared) if args.data is None or args.recipe == 'cifar10-w1a1' else args.shared
-    data = args.data or shared / 'data/cifar10/cifar10-jpeg75.tar.xz'
+    data = args.data or shared_file('cifar10-jpeg', shared)
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad=True to a scalar')
     info = machine_info(device)
     print(f"# daq epoch benchmark -- {info['date']}")

@@ -9,11 +9,10 @@ __all__ = ['AUTHORS_FILES', 'checkpoint_kind', 'load_authors_checkpoint', 'load_
 # %% ../nbs/03_checkpoints.ipynb #237e5bbf
 import argparse, time
 from pathlib import Path
-import numpy as np
 import torch
 import torch.nn as nn
 from .models import resnet20
-from .shared import IMAGENET_MEAN, IMAGENET_STD, find_shared
+from .shared import IMAGENET_MEAN, IMAGENET_STD, find_shared, read_image_npz, shared_file
 
 # %% ../nbs/03_checkpoints.ipynb #348db6ed
 _EXPECTED = "one of the authors' ResNet-20 files (cifar10_fp.pth, cifar10_W1A1.pth, cifar10_W1A32.pth)"
@@ -34,6 +33,7 @@ def _describe(kind:str) -> str:
             'wa': 'a ResNet-20 with quantized weights and activations, e.g. W1A1 (load with wbits=1, abits=1)',
             'w': 'a ResNet-20 with quantized weights and full-precision activations, e.g. W1A32 (load with wbits=1, abits=None)'}[kind]
 
+# %% ../nbs/03_checkpoints.ipynb #441bd796
 def load_authors_checkpoint(path, # a `.pth` file released by the authors
                             wbits:int|None=1, # weight bit-width the file was trained with (None: full precision)
                             abits:int|None=1 # activation bit-width (None: full precision)
@@ -62,13 +62,7 @@ def load_npz_images(path, # `.npz` with `images` (N, H, W, 3) uint8 and `labels`
                     mean=IMAGENET_MEAN, std=IMAGENET_STD # per-channel normalization
                    ) -> tuple:
     "(normalized float images N x 3 x H x W, int64 labels) from an `.npz` file."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist; expected an .npz with 'images' (N,H,W,3) uint8 and 'labels' (N,)")
-    with np.load(path) as f:
-        if 'images' not in f or 'labels' not in f: raise ValueError(f"{path} must hold 'images' and 'labels', found {sorted(f.keys())}")
-        images, labels = f['images'], f['labels']
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(labels) != len(images):
-        raise ValueError(f"{path}: expected images (N,H,W,3) uint8 and N labels, got {images.dtype} {images.shape} and {labels.shape}")
+    images, labels = read_image_npz(path)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return x, torch.from_numpy(labels).long()
@@ -105,9 +99,9 @@ def evaluate_checkpoints(argv=None # command-line arguments (default: sys.argv[1
     a = p.parse_args(argv)
     if a.all == bool(a.checkpoint): p.error('give exactly one of --all or --checkpoint')
     shared = find_shared(a.shared) if a.all or not a.data else None
-    data = Path(a.data) if a.data else shared / 'data/cifar10/test-exact-1000.npz'
+    data = Path(a.data) if a.data else shared_file('cifar10-exact-1000', shared)
     images, labels = load_npz_images(data)
-    runs = ([(n, shared / 'checkpoints/official-daq' / f, wb, ab, exp) for n, (f, wb, ab, exp) in AUTHORS_FILES.items()]
+    runs = ([(n, shared_file('authors-checkpoints', shared) / f, wb, ab, exp) for n, (f, wb, ab, exp) in AUTHORS_FILES.items()]
             if a.all else [(Path(a.checkpoint).name, Path(a.checkpoint), a.wbits, a.abits, None)])
     print(f"daq-eval: {len(images)} images from {data}, torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
     results = {}

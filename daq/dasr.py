@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['check_bits', 'check_positive', 'round_half_down', 'abs_plus', 'distance_scores', 'kernel_weights',
            'temperature_controller', 'output_shift', 'dasr_reference', 'dasr_constants', 'dasr_grad', 'FusedKernel',
-           'fused', 'DASRFunction', 'dasr', 'STEFunction', 'ste_round', 'Rounding', 'DASR', 'STE', 'as_rounding']
+           'fused', 'fused_mode', 'DASRFunction', 'dasr', 'STEFunction', 'ste_round', 'Rounding', 'DASR', 'STE',
+           'as_rounding', 'patch_to']
 
 # %% ../nbs/00_dasr.ipynb #0430e86e
-import functools, math, os, warnings
+import contextlib, functools, math, os, warnings
 import torch
 
 # %% ../nbs/00_dasr.ipynb #6f87e722
@@ -116,6 +117,7 @@ def _exact_division_options() -> dict:
     if hasattr(config, 'emulate_divison_rounding'): return {'emulate_divison_rounding': True}   # its name in torch 2.10
     return {}
 
+# %% ../nbs/00_dasr.ipynb #693259c0
 class FusedKernel:
     "An elementwise body run through `torch.compile` on large tensors and eagerly otherwise."
     def __init__(self, body, # pure function of tensors (first) and Python floats (last)
@@ -157,12 +159,26 @@ class FusedKernel:
                       f"using the eager kernel for it on {key[1]} {key[2]} tensors from now on")
         return out
 
+# %% ../nbs/00_dasr.ipynb #72554022
 @functools.cache
 def _fused_kernel(body, min_numel:int) -> FusedKernel: return FusedKernel(body, min_numel)
 
 def fused(body, min_numel:int=2**15): # smallest tensor worth a compiled kernel (0 for multi-op bodies on small tensors)
     "The one `FusedKernel` for `body` (created on first use); `body` itself inside a `torch.compile`d model, which fuses it with its neighbours."
     return body if torch.compiler.is_compiling() else _fused_kernel(body, min_numel)
+
+# %% ../nbs/00_dasr.ipynb #8eb04255
+@contextlib.contextmanager
+def fused_mode(mode:str # 'auto', '0' (always eager) or '1' (fuse at any size)
+              ):
+    "`DAQ_FUSED` set to `mode` inside the block, restored after."
+    if mode not in ('auto', '0', '1'): raise ValueError(f"DAQ_FUSED must be auto, 0 or 1, got {mode!r}")
+    old = os.environ.get('DAQ_FUSED')
+    os.environ['DAQ_FUSED'] = mode
+    try: yield
+    finally:
+        if old is None: os.environ.pop('DAQ_FUSED', None)
+        else: os.environ['DAQ_FUSED'] = old
 
 # %% ../nbs/00_dasr.ipynb #074e95b0
 def _dasr_backward_body(x, grad, gain:float, k_far:float):
@@ -228,6 +244,7 @@ class STE(Rounding):
     def fused_constants(self, gamma, sigma): return (1.0, 0.0)
     def function(self, gamma, sigma): return ste_round
 
+# %% ../nbs/00_dasr.ipynb #9351b516
 def as_rounding(rounding # a `Rounding`, 'dasr', 'ste', or None (DASR)
                ) -> Rounding:
     "The `Rounding` object for `rounding`."
@@ -236,3 +253,11 @@ def as_rounding(rounding # a `Rounding`, 'dasr', 'ste', or None (DASR)
     if isinstance(rounding, Rounding): return rounding
     raise ValueError(f"unknown rounding {rounding!r}: give 'dasr', 'ste' or a Rounding object "
                      "(the ablation variants: daq.variants.named_rounding(name))")
+
+# %% ../nbs/00_dasr.ipynb #14ba22bf
+def patch_to(cls:type):
+    "Decorator: add the function to `cls` as a method of the same name."
+    def add(f):
+        setattr(cls, f.__name__, f)
+        return f
+    return add

@@ -15,7 +15,7 @@ import torchvision
 import torchvision.transforms as T
 from PIL import Image
 from tqdm.auto import tqdm
-from .shared import IMAGENET_MEAN, IMAGENET_STD
+from .shared import IMAGENET_MEAN, IMAGENET_STD, read_image_npz
 
 # %% ../nbs/04_data.ipynb #ddd0d875
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -57,12 +57,9 @@ def _read_archive(path:Path, split:str, progress:bool) -> tuple:
     entries.sort(key=lambda e: e[1])
     return _from_image_files([(c, r) for c, _, r in entries], path, progress)
 
+# %% ../nbs/04_data.ipynb #17bf2547
 def _read_npz(path:Path) -> tuple:
-    with np.load(path) as f:
-        if 'images' not in f or 'labels' not in f: raise ValueError(_layout_help(path) + f" It holds {sorted(f.keys())}.")
-        images, labels = f['images'], f['labels']
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(labels) != len(images):
-        raise ValueError(_layout_help(path) + f" Got images {images.dtype} {images.shape}, labels {labels.shape}.")
+    images, labels = read_image_npz(path)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long()
 
 def _read_torchvision(root:Path, split:str, download:bool) -> tuple:

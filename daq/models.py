@@ -42,6 +42,7 @@ class Stage(nn.Module):
         for block in self.children(): x = block(x)
         return x
 
+# %% ../nbs/02_models.ipynb #e5b11e1f
 class CifarResNet(nn.Module):
     "The authors' CIFAR ResNet: stem conv + ReLU, three stages, average pool, `BatchNorm1d`, linear."
     def __init__(self, blocks_per_stage:int, make_conv, num_classes:int=10):
@@ -60,8 +61,8 @@ class CifarResNet(nn.Module):
         return self.linear(self.bn2(F.adaptive_avg_pool2d(x, 1).flatten(1)))
 
 # %% ../nbs/02_models.ipynb #95251f03
-def resnet20(wbits:int|None=1, # weight bit-width of the block convs (None: full precision)
-             abits:int|None=1, # activation bit-width of the block convs (None: full precision)
+def resnet20(wbits:int|None=2, # weight bit-width of the block convs (None: full precision)
+             abits:int|None=2, # activation bit-width of the block convs (None: full precision)
              num_classes:int=10, # classifier outputs
              gamma_w:float=2.0, sigma_w:float=1.0, gamma_a:float=2.0, sigma_a:float=2.0, # DASR settings (the authors')
              rounding='dasr' # training-time rounding: 'dasr', 'ste' or a `Rounding` (ablations: `daq.variants`)

@@ -12,7 +12,7 @@ import contextlib, math
 import torch
 import torch.nn as nn
 from .dasr import (check_bits, check_positive, round_half_down, _dasr_slope, dasr_reference,
-                      fused, Rounding, DASR, as_rounding)
+                      fused, Rounding, DASR, as_rounding, patch_to)
 
 # %% ../nbs/01_quant.ipynb #8ed70c0a
 def standardize(w:torch.Tensor # weight tensor
@@ -199,6 +199,7 @@ class ScaledWeightFunction(torch.autograd.Function):
         return (_laid_out_as(gw, w), None, None, gl.reshape(lower.shape).to(lower.dtype), gu.reshape(upper.shape).to(upper.dtype),
                 gb.reshape(beta.shape).to(beta.dtype), None, None)
 
+# %% ../nbs/01_quant.ipynb #66027e64
 def quantize_scaled_weight(w:torch.Tensor, # raw weight (standardized inside)
                            lower, # clip range lower bound ℓ_W (tensor or number)
                            upper, # clip range upper bound u_W > ℓ_W
@@ -241,24 +242,17 @@ def saved_as_levels(q:torch.Tensor, # activation quantized to levels k/n, e.g. `
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack): yield stored
 
 # %% ../nbs/01_quant.ipynb #f353ed80
-def _config_name(config:dict) -> str: return f"W{config.get('wbits') or 32}A{config.get('abits') or 32}"
-
-def _in_checkpointed_region() -> bool:
-    "Whether `torch.utils.checkpoint` (non-reentrant) is recording or recomputing the current forward."
-    hooks = torch._C._autograd._top_saved_tensors_default_hooks(False)
-    return hooks is not None and getattr(hooks[0], '__module__', None) == 'torch.utils.checkpoint'
-
 class DAQConv2d(nn.Conv2d):
     "`nn.Conv2d` with DAQ-quantized weights and input activations."
     def __init__(self, in_channels:int, out_channels:int, kernel_size, stride=1, padding=0, dilation=1, groups:int=1,
                  bias:bool=False, padding_mode:str='zeros',
-                 wbits:int|None=1, # weight bit-width (None: full precision)
-                 abits:int|None=1, # activation bit-width (None: full precision)
+                 wbits:int|None=2, # weight bit-width (None: full precision)
+                 abits:int|None=2, # activation bit-width (None: full precision)
                  gamma_w:float=2.0, sigma_w:float=1.0, # DASR settings for weights
                  gamma_a:float=2.0, sigma_a:float=2.0, # DASR settings for activations
                  rounding='dasr', # training-time `Rounding`: 'dasr', 'ste', or an object (`daq.variants` for ablations)
                  save_levels:bool|None=None, # save the quantized input for backward as uint8 levels (None: on GPUs)
-                 device=None, dtype=None):
+                 device:torch.device|str|None=None, dtype:torch.dtype|None=None): # as for `nn.Conv2d`
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                          device=device, dtype=dtype)
         for b in (wbits, abits):
@@ -273,92 +267,116 @@ class DAQConv2d(nn.Conv2d):
         self._check_init = True        # read `init` on the next training forward (then never again until reloaded)
         self._ready_weight = None      # (key, weight) from `prepare_weight`, taken by the next forward
 
-    def get_extra_state(self) -> dict:
-        "The quantizer settings a state_dict carries, so that a load into a layer of other bit-widths is refused."
-        return dict(wbits=self.wbits, abits=self.abits)
-
-    def set_extra_state(self, state:dict): pass          # checked in `_load_from_state_dict`, which knows the layer's name
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        theirs, mine = state_dict.get(prefix + '_extra_state'), self.get_extra_state()
-        if theirs is not None and {k: theirs.get(k) for k in mine} != mine:
-            raise ValueError(f"layer {prefix[:-1] or '(top)'}: the state_dict holds a {_config_name(theirs)} quantizer, "
-                             f"this model's layer is {_config_name(mine)}; build the model with the checkpoint's bit-widths")
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._check_init = True        # a loaded `init` may say either
-
-    def reinitialize(self):
-        "Redo the data-dependent initialisation on the next training forward."
-        self.init.fill_(1); self._check_init = True
-
-    def quantized_weight(self, soft:bool=False) -> torch.Tensor:
-        "The quantized weight $Q_W(\\hat w)$, before the scale $|\\beta|$."
-        if self.wbits is None: return self.weight
-        return quantize_weight(standardize(self.weight), self.lW, self.uW, self.wbits, self.gamma_w, self.sigma_w, soft,
-                               self.rounding)
-
-    def scaled_weight(self, soft:bool=False) -> torch.Tensor:
-        "The weight as the convolution sees it, $|\\beta|\\,Q_W(\\hat w)$."
-        if self.wbits is None: return self.beta.abs() * self.weight
-        return quantize_scaled_weight(self.weight, self.lW, self.uW, self.beta, self.wbits, self.gamma_w, self.sigma_w,
-                                      soft, self.rounding)
-
-    def _weight_key(self, soft:bool) -> tuple:
-        ps = (self.weight, self.lW, self.uW, self.beta)      # any in-place change (optimizer step, load, init) bumps a version
-        return (soft, torch.is_grad_enabled(), *(id(p) for p in ps), *(p._version for p in ps))
-
-    def prepare_weight(self):
-        "Compute `scaled_weight` now, for this layer's next forward (see `quantize_weights_first`)."
-        soft = self.training and torch.is_grad_enabled()
-        self._ready_weight = (self._weight_key(soft), self.scaled_weight(soft))
-
-    def _take_weight(self, soft:bool) -> torch.Tensor:
-        ready = getattr(self, '_ready_weight', None)
-        if ready is None: return self.scaled_weight(soft)
-        self._ready_weight = None
-        # inside an activation-checkpointed region the layer computes its weight itself, as it will when the region is
-        # recomputed in the backward: a weight prepared outside the region would change what the forward saves
-        usable = ready[0] == self._weight_key(soft) and not (soft and _in_checkpointed_region())
-        return ready[1] if usable else self.scaled_weight(soft)
-
-    def __getstate__(self):                  # a prepared weight is part of one forward's graph: never copied or pickled
-        return {**super().__getstate__(), '_ready_weight': None}
-
-    def quantized_input(self, x:torch.Tensor, soft:bool=False) -> torch.Tensor:
-        "The input activation as the convolution sees it."
-        if self.abits is None: return x
-        return quantize_act(x, self.uA, self.abits, self.gamma_a, self.sigma_a, soft, self.rounding)
-
-    @torch.no_grad()
-    def initialize(self, x:torch.Tensor):
-        "The authors' data-dependent initialisation from the first training input `x`."
-        self.lW.fill_(-3.0); self.uW.fill_(3.0); self.uA.copy_(3 * x.std())
-        full = self._conv_forward(x, self.weight, None).abs().mean()
-        quant = self._conv_forward(self.quantized_input(x), self.quantized_weight(), None).abs().mean()
-        self.beta.copy_(torch.where(quant > 0, full / quant, 1.0))
-        self.init.fill_(0)
-
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
-        if self._check_init:
-            if bool(self.init):
-                if not self.training: raise RuntimeError(
-                    f"{self!r} is evaluated before its quantizers were initialised (placeholder ranges beta=1, uA=3): "
-                    "run one training-mode forward on real data first (model.train(); model(x)), or load a trained checkpoint")
-                self.initialize(x)
-            self._check_init = False
-        soft = self.training and torch.is_grad_enabled()
-        qx, w = self.quantized_input(x, soft), self._take_weight(soft)
-        levels = self.save_levels if self.save_levels is not None else x.is_cuda
-        levels = levels and not torch.compiler.is_compiling()     # a compiled graph plans its saved tensors itself
-        on_levels = self.rounding.fused_constants(self.gamma_a, self.sigma_a) is not None   # variants' q: not levels
-        if not (soft and levels and self.abits is not None and on_levels):
-            return self._conv_forward(qx, w, self.bias)
-        if torch.is_autocast_enabled(x.device.type): qx = qx.to(torch.get_autocast_dtype(x.device.type))  # the tensor conv saves
-        with saved_as_levels(qx, self.abits): return self._conv_forward(qx, w, self.bias)
-
     def extra_repr(self) -> str:
         rounding = f', rounding={self.rounding.name!r}' if self.rounding != DASR() else ''
         return super().extra_repr() + f', wbits={self.wbits}, abits={self.abits}' + rounding
+
+# %% ../nbs/01_quant.ipynb #26fcb30b
+def _config_name(config:dict) -> str: return f"W{config.get('wbits') or 32}A{config.get('abits') or 32}"
+
+@patch_to(DAQConv2d)
+def get_extra_state(self) -> dict:
+    "The quantizer settings a state_dict carries, so that a load into a layer of other bit-widths is refused."
+    return dict(wbits=self.wbits, abits=self.abits)
+
+@patch_to(DAQConv2d)
+def set_extra_state(self, state:dict): pass          # checked in `_load_from_state_dict`, which knows the layer's name
+
+@patch_to(DAQConv2d)
+def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    theirs, mine = state_dict.get(prefix + '_extra_state'), self.get_extra_state()
+    if theirs is not None and {k: theirs.get(k) for k in mine} != mine:
+        raise ValueError(f"layer {prefix[:-1] or '(top)'}: the state_dict holds a {_config_name(theirs)} quantizer, "
+                         f"this model's layer is {_config_name(mine)}; build the model with the checkpoint's bit-widths")
+    nn.Conv2d._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
+    self._check_init = True        # a loaded `init` may say either
+
+@patch_to(DAQConv2d)
+def reinitialize(self):
+    "Redo the data-dependent initialisation on the next training forward."
+    self.init.fill_(1); self._check_init = True
+
+@patch_to(DAQConv2d)
+def __getstate__(self):                  # a prepared weight is part of one forward's graph: never copied or pickled
+    return {**nn.Conv2d.__getstate__(self), '_ready_weight': None}
+
+# %% ../nbs/01_quant.ipynb #a70b9e87
+@patch_to(DAQConv2d)
+def quantized_weight(self, soft:bool=False) -> torch.Tensor:
+    "The quantized weight $Q_W(\\hat w)$, before the scale $|\\beta|$."
+    if self.wbits is None: return self.weight
+    return quantize_weight(standardize(self.weight), self.lW, self.uW, self.wbits, self.gamma_w, self.sigma_w, soft,
+                           self.rounding)
+
+@patch_to(DAQConv2d)
+def scaled_weight(self, soft:bool=False) -> torch.Tensor:
+    "The weight as the convolution sees it, $|\\beta|\\,Q_W(\\hat w)$."
+    if self.wbits is None: return self.beta.abs() * self.weight
+    return quantize_scaled_weight(self.weight, self.lW, self.uW, self.beta, self.wbits, self.gamma_w, self.sigma_w,
+                                  soft, self.rounding)
+
+@patch_to(DAQConv2d)
+def _weight_key(self, soft:bool) -> tuple:
+    ps = (self.weight, self.lW, self.uW, self.beta)      # any in-place change (optimizer step, load, init) bumps a version
+    return (soft, torch.is_grad_enabled(), *(id(p) for p in ps), *(p._version for p in ps))
+
+@patch_to(DAQConv2d)
+def prepare_weight(self):
+    "Compute `scaled_weight` now, for this layer's next forward (see `quantize_weights_first`)."
+    soft = self.training and torch.is_grad_enabled()
+    self._ready_weight = (self._weight_key(soft), self.scaled_weight(soft))
+
+def _in_checkpointed_region() -> bool:
+    "Whether `torch.utils.checkpoint` (non-reentrant) is recording or recomputing the current forward."
+    hooks = torch._C._autograd._top_saved_tensors_default_hooks(False)
+    return hooks is not None and getattr(hooks[0], '__module__', None) == 'torch.utils.checkpoint'
+
+@patch_to(DAQConv2d)
+def _take_weight(self, soft:bool) -> torch.Tensor:
+    ready = getattr(self, '_ready_weight', None)
+    if ready is None: return self.scaled_weight(soft)
+    self._ready_weight = None
+    # inside an activation-checkpointed region the layer computes its weight itself, as it will when the region is
+    # recomputed in the backward: a weight prepared outside the region would change what the forward saves
+    usable = ready[0] == self._weight_key(soft) and not (soft and _in_checkpointed_region())
+    return ready[1] if usable else self.scaled_weight(soft)
+
+# %% ../nbs/01_quant.ipynb #54bfa931
+@patch_to(DAQConv2d)
+def quantized_input(self, x:torch.Tensor, soft:bool=False) -> torch.Tensor:
+    "The input activation as the convolution sees it."
+    if self.abits is None: return x
+    return quantize_act(x, self.uA, self.abits, self.gamma_a, self.sigma_a, soft, self.rounding)
+
+@patch_to(DAQConv2d)
+@torch.no_grad()
+def initialize(self, x:torch.Tensor):
+    "The authors' data-dependent initialisation from the first training input `x`."
+    self.lW.fill_(-3.0); self.uW.fill_(3.0); self.uA.copy_(3 * x.std())
+    full = self._conv_forward(x, self.weight, None).abs().mean()
+    quant = self._conv_forward(self.quantized_input(x), self.quantized_weight(), None).abs().mean()
+    self.beta.copy_(torch.where(quant > 0, full / quant, 1.0))
+    self.init.fill_(0)
+
+@patch_to(DAQConv2d)
+def forward(self, x:torch.Tensor) -> torch.Tensor:
+    "The convolution of the quantized input with the scaled quantized weight (initialising the quantizers first)."
+    if self._check_init:
+        if bool(self.init):
+            if not self.training: raise RuntimeError(
+                f"{self!r} is evaluated before its quantizers were initialised (placeholder ranges beta=1, uA=3): "
+                "run one training-mode forward on real data first (model.train(); model(x)), or load a trained checkpoint")
+            self.initialize(x)
+        self._check_init = False
+    soft = self.training and torch.is_grad_enabled()
+    qx, w = self.quantized_input(x, soft), self._take_weight(soft)
+    levels = self.save_levels if self.save_levels is not None else x.is_cuda
+    levels = levels and not torch.compiler.is_compiling()     # a compiled graph plans its saved tensors itself
+    on_levels = self.rounding.fused_constants(self.gamma_a, self.sigma_a) is not None   # variants' q: not levels
+    if not (soft and levels and self.abits is not None and on_levels):
+        return self._conv_forward(qx, w, self.bias)
+    if torch.is_autocast_enabled(x.device.type): qx = qx.to(torch.get_autocast_dtype(x.device.type))  # the tensor conv saves
+    with saved_as_levels(qx, self.abits): return self._conv_forward(qx, w, self.bias)
 
 # %% ../nbs/01_quant.ipynb #ed274a74
 def _prepare_weights(model:nn.Module, args):

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['QUANTIZER_KEYS', 'Recipe', 'recipes', 'get_recipe', 'build_model', 'initialize_from', 'make_optimizers',
-           'train_epoch', 'evaluate', 'atomic_save', 'rng_state', 'set_rng_state', 'git_commit', 'device_name',
-           'data_record', 'read_metrics', 'train', 'check_compiled_gradients', 'plot_run', 'train_cli']
+           'train_epoch', 'evaluate', 'atomic_save', 'rng_state', 'set_rng_state', 'git_commit', 'cpu_model',
+           'device_name', 'data_record', 'read_metrics', 'train', 'check_compiled_gradients', 'plot_run',
+           'train_parser', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #f7dfa4a9
 import argparse, copy, dataclasses, hashlib, json, os, platform, random, subprocess, time
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from .quant import split_quantizer_parameters
 from .variants import named_rounding
 from .models import resnet20, resnet18, resnet34
-from .shared import find_shared
+from .shared import shared_file
 from .checkpoints import checkpoint_kind, load_npz_images, accuracy
 from .data import cifar10_arrays, balanced_subset, DeviceLoader, imagenet_loaders
 
@@ -63,6 +64,7 @@ def recipes() -> dict:
                                init='torchvision', source='ours')
     return out
 
+# %% ../nbs/05_train.ipynb #0e5731f7
 def get_recipe(name:str, # a name from `recipes()`
                **overrides # any Recipe field, e.g. epochs=1
               ) -> Recipe:
@@ -155,6 +157,7 @@ def train_epoch(model:nn.Module, loader, optimizers:list, device, desc:str='trai
     wall = time.perf_counter() - t0
     return dict(loss=float(np.mean(losses)), acc=correct.item() / seen, step_losses=losses, wall_s=wall, images_per_s=seen / wall)
 
+# %% ../nbs/05_train.ipynb #c151fba1
 @torch.no_grad()
 def evaluate(model:nn.Module, loader, device, amp:str|None=None, channels_last:bool=False) -> dict:
     "Mean cross-entropy and top-1 accuracy over `loader`, in eval mode."
@@ -205,16 +208,19 @@ def git_commit(path='.') -> str:
         return rev.stdout.strip() + ('-dirty' if dirty else '')
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
+def cpu_model() -> str:
+    "The CPU's model name (from /proc/cpuinfo where there is one)."
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine() or 'unknown'
+
 def device_name(device) -> str:
     "A human-readable name of the device."
     device = torch.device(device)
     if device.type == 'cuda': return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'): cpu = line.split(':', 1)[1].strip(); break
-    except OSError: pass
-    return f"{cpu} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads)"
+    return f"{cpu_model()} ({os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads)"
 
 def _sha256(path:Path) -> str:
     h = hashlib.sha256()
@@ -222,6 +228,7 @@ def _sha256(path:Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/05_train.ipynb #d9a08128
 def data_record(source, # a data file or folder
                 listing:bool=True # hash a folder's file listing (names and sizes); off for huge folders
                ) -> dict:
@@ -233,6 +240,7 @@ def data_record(source, # a data file or folder
         return dict(name=p.name, files=len(files), listing_sha256=hashlib.sha256(json.dumps(files).encode()).hexdigest())
     return dict(name=p.name)
 
+# %% ../nbs/05_train.ipynb #fa076946
 def read_metrics(run_dir) -> list:
     "The per-epoch records of a run."
     p = Path(run_dir) / 'metrics.jsonl'
@@ -265,9 +273,65 @@ def _initial_checkpoint(recipe:Recipe, shared=None):
     if recipe.init in (None, 'torchvision'): return None
     if recipe.init == 'authors-fp':
         if recipe.arch != 'resnet20': raise ValueError("init='authors-fp' is the authors' CIFAR-10 ResNet-20; use it with arch='resnet20'")
-        return find_shared(shared) / 'checkpoints/official-daq/cifar10_fp.pth'
+        return shared_file('authors-fp', shared)
     return Path(recipe.init)
 
+def _check_speed_settings(amp, channels_last:bool, device:torch.device):
+    _amp_dtype(amp)
+    if channels_last and device.type == 'cpu':
+        raise ValueError("channels_last is refused on CPU: torch's training-mode BatchNorm2d there is 40-400x less accurate "
+                         "in channels_last float32 (a W1A1 step's loss moves by ~0.5); use it on GPUs")
+
+# %% ../nbs/05_train.ipynb #1e631bb9
+def _stored_checkpoint(run_dir:Path, config:dict, force:bool) -> dict|None:
+    "The run's `last.pt`, if it has one; refused if it was written with another config (unless `force`)."
+    last = run_dir / 'last.pt'
+    ckpt = torch.load(last, map_location='cpu', weights_only=True) if last.exists() else None
+    new = json.loads(json.dumps(config))
+    if ckpt is not None and ckpt['config'] != new and not force:
+        diff = {k: (ckpt['config'].get(k), v) for k, v in new.items() if ckpt['config'].get(k) != v}
+        raise ValueError(f"{run_dir} holds a run with another config (stored vs new: {diff}); use another run_dir, or "
+                         "force=True / --force to resume anyway")
+    return ckpt
+
+def _compiled(model:nn.Module, test_loader, device) -> nn.Module:
+    "`torch.compile(model)`, once `check_compiled_gradients` has passed on a few test images (a loader of no randomness)."
+    x, y = next(iter(test_loader))
+    check_compiled_gradients(model, x[:8].to(device), y[:8].to(device))
+    return torch.compile(model)                      # same parameters: checkpoints save `model`
+
+def _resume(ckpt:dict|None, model:nn.Module, optimizers:list, schedulers:list, run_dir:Path) -> tuple:
+    "(first epoch, best so far, wall time so far, metrics so far), with every state restored from `ckpt` (if any)."
+    if ckpt is None: return 0, dict(acc=-1.0, epoch=-1), 0.0, []
+    model.load_state_dict(ckpt['model'])
+    for o, s in zip(optimizers, ckpt['optimizers']): o.load_state_dict(s)
+    for sch, s in zip(schedulers, ckpt['schedulers']): sch.load_state_dict(s)
+    set_rng_state(ckpt['rng'])
+    return ckpt['epoch'], ckpt['best'], ckpt['wall_s'], [m for m in read_metrics(run_dir) if m['epoch'] < ckpt['epoch']]
+
+def _save_epoch(run_dir:Path, model, optimizers, schedulers, recipe:Recipe, config:dict, epoch:int, test_acc:float,
+                best:dict, wall_s:float) -> dict:
+    "Write `best.pt` if this epoch is the best so far, then `last.pt`; returns the best so far."
+    if test_acc > best['acc']:
+        best = dict(acc=test_acc, epoch=epoch)
+        atomic_save({'model': model.state_dict(), 'epoch': epoch, 'test_acc': test_acc, 'config': config}, run_dir / 'best.pt')
+    atomic_save(dict(model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
+                     schedulers=[s.state_dict() for s in schedulers], rng=rng_state(), epoch=epoch + 1, best=best,
+                     data_order=dict(seed=recipe.seed, next_epoch=epoch + 1), config=config, wall_s=wall_s),
+                run_dir / 'last.pt')
+    return best
+
+# %% ../nbs/05_train.ipynb #51e7bca0
+def _summary(recipe:Recipe, run_dir:Path, config:dict, best:dict, wall_s:float, device, **settings) -> dict:
+    "The run's `summary.json`: results, provenance (commit, torch, machine, threads, seed, data) and settings."
+    metrics = read_metrics(run_dir)
+    here = Path(__file__).parent if '__file__' in globals() else '.'
+    return dict(recipe=recipe.name, epochs=len(metrics), last_acc=metrics[-1]['test_acc'] if metrics else None,
+                best_acc=best['acc'], best_epoch=best['epoch'], commit=git_commit(here), torch=torch.__version__,
+                device=device_name(device), threads=torch.get_num_threads(), seed=recipe.seed, wall_s=wall_s,
+                data=config['data'], **settings, finished=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+
+# %% ../nbs/05_train.ipynb #0f301201
 def train(recipe:Recipe, # what to train (see `get_recipe`)
           data, # CIFAR-10 source (see `cifar10_arrays`) or ImageNet root
           run_dir, # folder of this run: created, or resumed if it holds last.pt
@@ -286,69 +350,41 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
          ) -> dict:
     "Train `recipe`, checkpointing every epoch; returns the run summary."
     run_dir, device = Path(run_dir), torch.device(device)
-    _amp_dtype(amp)
-    if channels_last and device.type == 'cpu':
-        raise ValueError("channels_last is refused on CPU: torch's training-mode BatchNorm2d there is 40-400x less accurate "
-                         "in channels_last float32 (a W1A1 step's loss moves by ~0.5); use it on GPUs")
+    _check_speed_settings(amp, channels_last, device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = _run_config(recipe, data, subset, test_subset)
-    if amp: config['amp'] = amp
-    last = run_dir / 'last.pt'
-    ckpt = torch.load(last, map_location='cpu', weights_only=True) if last.exists() else None
-    if ckpt is not None and ckpt['config'] != json.loads(json.dumps(config)) and not force:
-        diff = {k: (ckpt['config'].get(k), v) for k, v in json.loads(json.dumps(config)).items() if ckpt['config'].get(k) != v}
-        raise ValueError(f"{run_dir} holds a run with another config (stored vs new: {diff}); use another run_dir, or force=True / --force to resume anyway")
+    config = {**_run_config(recipe, data, subset, test_subset), **({'amp': amp} if amp else {})}
+    ckpt = _stored_checkpoint(run_dir, config, force)
     torch.manual_seed(recipe.seed); random.seed(recipe.seed); np.random.seed(recipe.seed)
     model = build_model(recipe).to(device)
     if channels_last: model = model.to(memory_format=torch.channels_last)
     if ckpt is None and (init := _initial_checkpoint(recipe, shared)) is not None: initialize_from(model, init)
     optimizers, schedulers = make_optimizers(model, recipe)
     train_loader, test_loader = _loaders(recipe, data, subset, test_subset, device, download, workers)
-    if compile:                     # a few test images (their loader draws no random numbers): the run stays the same
-        x, y = next(iter(test_loader))
-        check_compiled_gradients(model, x[:8].to(device), y[:8].to(device))
-    step_model = torch.compile(model) if compile else model         # same parameters; checkpoints save `model`
-    start, best, history = 0, dict(acc=-1.0, epoch=-1), []
-    if ckpt is not None:
-        model.load_state_dict(ckpt['model'])
-        for o, s in zip(optimizers, ckpt['optimizers']): o.load_state_dict(s)
-        for sch, s in zip(schedulers, ckpt['schedulers']): sch.load_state_dict(s)
-        set_rng_state(ckpt['rng']); start, best, wall_before = ckpt['epoch'], ckpt['best'], ckpt['wall_s']
-        history = [m for m in read_metrics(run_dir) if m['epoch'] < start]
-    else: wall_before = 0.0
+    step_model = _compiled(model, test_loader, device) if compile else model
+    start, best, wall_before, history = _resume(ckpt, model, optimizers, schedulers, run_dir)
     (run_dir / 'metrics.jsonl').write_text(''.join(json.dumps(m) + '\n' for m in history))
     (run_dir / 'config.json').write_text(json.dumps(config, indent=1))
     t_run = time.perf_counter()
     epochs = tqdm(range(start, recipe.epochs), desc=recipe.name, disable=not progress, initial=start, total=recipe.epochs)
     for epoch in epochs:
         if hasattr(train_loader, 'set_epoch'): train_loader.set_epoch(epoch)
-        lrs = [o.param_groups[0]['lr'] for o in optimizers]
-        t_epoch = time.perf_counter()
+        lrs, t_epoch = [o.param_groups[0]['lr'] for o in optimizers], time.perf_counter()
         tr = train_epoch(step_model, train_loader, optimizers, device, f"epoch {epoch + 1}", progress, amp, channels_last)
         t_eval = time.perf_counter()
         te = evaluate(step_model, test_loader, device, amp, channels_last)
-        eval_wall = time.perf_counter() - t_eval
-        for s in schedulers: s.step()
         record = dict(epoch=epoch, train_loss=tr['loss'], train_acc=tr['acc'], test_loss=te['loss'], test_acc=te['acc'],
-                      lr=lrs[0], q_lr=lrs[1] if len(lrs) > 1 else None, epoch_wall_s=tr['wall_s'], images_per_s=tr['images_per_s'],
-                      eval_wall_s=eval_wall)
-        if te['acc'] > best['acc']:
-            best = dict(acc=te['acc'], epoch=epoch)
-            atomic_save({'model': model.state_dict(), 'epoch': epoch, 'test_acc': te['acc'], 'config': config}, run_dir / 'best.pt')
-        atomic_save(dict(model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
-                         schedulers=[s.state_dict() for s in schedulers], rng=rng_state(), epoch=epoch + 1, best=best,
-                         data_order=dict(seed=recipe.seed, next_epoch=epoch + 1), config=config,
-                         wall_s=wall_before + time.perf_counter() - t_run), last)
+                      lr=lrs[0], q_lr=lrs[1] if len(lrs) > 1 else None, epoch_wall_s=tr['wall_s'],
+                      images_per_s=tr['images_per_s'], eval_wall_s=time.perf_counter() - t_eval)
+        for s in schedulers: s.step()
+        best = _save_epoch(run_dir, model, optimizers, schedulers, recipe, config, epoch, te['acc'], best,
+                           wall_before + time.perf_counter() - t_run)
         record['total_wall_s'] = time.perf_counter() - t_epoch       # training + evaluation + checkpoints
         with open(run_dir / 'metrics.jsonl', 'a') as f: f.write(json.dumps(record) + '\n')
         epochs.set_postfix(loss=f"{tr['loss']:.3f}", test_acc=f"{te['acc']:.1%}", best=f"{best['acc']:.1%}")
-    metrics = read_metrics(run_dir)
-    summary = dict(recipe=recipe.name, epochs=len(metrics), last_acc=metrics[-1]['test_acc'] if metrics else None,
-                   best_acc=best['acc'], best_epoch=best['epoch'], commit=git_commit(Path(__file__).parent if '__file__' in globals() else '.'),
-                   torch=torch.__version__, device=device_name(device), threads=torch.get_num_threads(), seed=recipe.seed,
-                   wall_s=wall_before + time.perf_counter() - t_run, data=config['data'], subset=subset, test_subset=test_subset,
-                   amp=amp, channels_last=channels_last, compile=compile, finished=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-    if exact_test is not None and metrics: summary['exact_test'] = _exact_test_record(model, run_dir / 'best.pt', exact_test, device)
+    summary = _summary(recipe, run_dir, config, best, wall_before + time.perf_counter() - t_run, device, subset=subset,
+                       test_subset=test_subset, amp=amp, channels_last=channels_last, compile=compile)
+    if exact_test is not None and summary['epochs']:
+        summary['exact_test'] = _exact_test_record(model, run_dir / 'best.pt', exact_test, device)
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -402,8 +438,9 @@ def _parse_value(v:str):
         except ValueError: pass
     return v
 
-def train_cli(argv=None):
-    "Console entry point `daq-train`."
+# %% ../nbs/05_train.ipynb #3b0d0cf9
+def train_parser() -> argparse.ArgumentParser:
+    "`daq-train`'s command line."
     p = argparse.ArgumentParser(prog='daq-train', description='Train a DAQ recipe (resumes a run directory that holds last.pt).')
     p.add_argument('--recipe', required=True, help=f"one of: {', '.join(recipes())}")
     p.add_argument('--data', help='CIFAR-10 folder/archive/.npz, or ImageNet root (default: the JPEG copy in shared/)')
@@ -427,6 +464,12 @@ def train_cli(argv=None):
     p.add_argument('--compile', action='store_true', help='torch.compile the model (GPU speed; minutes of compilation first), '
                    'after checking on a copy, in float64, that it gives the eager gradients')
     p.add_argument('--exact-test', help='a lossless .npz test set (e.g. test-exact-1000.npz) for the final and best models')
+    return p
+
+# %% ../nbs/05_train.ipynb #1dbc4473
+def train_cli(argv=None):
+    "Console entry point `daq-train`."
+    p = train_parser()
     a = p.parse_args(argv)
     over = dict(kv.split('=', 1) for kv in a.set) if all('=' in kv for kv in a.set) else p.error('--set takes FIELD=VALUE')
     over = {k: _parse_value(v) for k, v in over.items()}
@@ -438,7 +481,7 @@ def train_cli(argv=None):
     if a.channels_last and torch.device(a.device).type == 'cpu':
         p.error("--channels-last is refused on CPU: torch's training-mode BatchNorm2d is 40-400x less accurate there in "
                 "channels_last float32; use it on GPUs")
-    data = a.data or find_shared(a.shared) / 'data/cifar10/cifar10-jpeg75.tar.xz'
+    data = a.data or shared_file('cifar10-jpeg', a.shared)
     run_dir = a.run_dir or Path('runs') / recipe.name
     summary = train(recipe, data, run_dir, device=a.device, subset=a.subset, test_subset=a.test_subset, force=a.force,
                     progress=not a.no_progress, download=a.download, shared=a.shared, workers=a.workers, amp=a.amp,

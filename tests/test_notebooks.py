@@ -233,3 +233,10 @@ def test_export_and_clean_change_nothing(repo, tmp_path):
     problems += [f'{f}: differs after nbdev_export + nbdev_clean (run them and commit)\n{_diff(repo / f, copy / f, f)}'
                  for f in sorted(set(before) & set(after)) if (repo / f).read_bytes() != (copy / f).read_bytes()]
     assert not problems, 'repo is not in sync with nbdev_export + nbdev_clean:\n' + '\n'.join(problems)
+
+
+def test_readme_is_not_generated_from_a_notebook(repo):
+    "README.md is written by hand: settings.ini's readme_nb must name no notebook that nbdev_readme would render over it."
+    readme_nb = SETTINGS.get('readme_nb', 'index.ipynb')          # nbdev's default is index.ipynb
+    assert not (NBS / readme_nb).exists(), f'nbdev_prepare would overwrite README.md with nbs/{readme_nb}'
+    assert '.venv/bin/python -m pytest tests -q' in (repo / 'README.md').read_text()

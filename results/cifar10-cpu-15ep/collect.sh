@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Copy the campaign's run records (not its checkpoints) from its run directories into this folder.
+#   bash results/cifar10-cpu-15ep/collect.sh [RUNS_DIR]        (default RUNS_DIR: ~/daq-runs/cifar10-cpu-15ep)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+runs=${1:-$HOME/daq-runs/cifar10-cpu-15ep}
+for d in "$runs"/*/; do
+    name=$(basename "$d")
+    [ -f "$d/metrics.jsonl" ] || continue
+    mkdir -p "$here/$name"
+    for f in config.json metrics.jsonl summary.json; do
+        if [ -f "$d/$f" ]; then cp "$d/$f" "$here/$name/$f"; else rm -f "$here/$name/$f"; fi
+    done
+    echo "$name: $(grep -c . "$d/metrics.jsonl") epochs$([ -f "$d/summary.json" ] && echo ', finished')"
+done
