@@ -43,6 +43,19 @@ GAMMA, SIGMA = 2.0, 2.0        # quantize_act's defaults for activations
 daq_fused = fused_mode                            # the benchmarks' name for it
 
 
+def recorded_args(args) -> dict:
+    "The script's arguments for its record, with every file or folder named by its last part (no machine paths)."
+    def named(v):
+        return Path(v).name if isinstance(v, Path) or (isinstance(v, str) and os.sep in v) else v
+    return {k: named(v) for k, v in vars(args).items()}
+
+
+def write_record(args, **record):
+    "Write the --json record (the arguments as `recorded_args`) and say so by file name."
+    Path(args.json).write_text(json.dumps(dict(args=recorded_args(args), **record), indent=2))
+    print(f"# wrote {Path(args.json).name}")
+
+
 def machine_info(device: torch.device) -> dict:
     "What the numbers were measured on."
     info = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
@@ -296,8 +309,7 @@ def main(argv=None):
           "\n# saved/in: bytes autograd saves for backward (all distinct storages, x itself included) / x.nbytes;"
           "\n# saved-x/in: the same without x's own storage.")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(machine=info, args=vars(args), results=rows), indent=2))
-        print(f"# wrote {args.json}")
+        write_record(args, machine=info, results=rows)
     return rows
 
 

@@ -13,14 +13,14 @@ Run from the repository root::
     python benchmarks/epoch.py --subset 5000 --epochs 2                          # CPU, a quick look
     python benchmarks/epoch.py --device cuda --epochs 3 --channels-last --compile --amp bf16
 """
-import argparse, json, statistics, sys, tempfile, time, warnings
+import argparse, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import machine_info, CpuShare, setup_device
+from dasr import machine_info, CpuShare, setup_device, write_record
 from daq.train import get_recipe, train, read_metrics
 from daq.shared import find_shared, shared_file
 
@@ -85,7 +85,7 @@ def main(argv=None):
     print(f"# cpu: {info['cpu']} ({info['cores']} cores), torch threads: {info['threads']}; device: {info['device']} "
           f"({info['device_name']}), torch {info['torch']}, git {info['git']}")
     print(f"# batch={args.batch_size}, epochs run={args.epochs}, subset={args.subset}, test_subset={args.test_subset}, "
-          f"amp={args.amp}, channels_last={args.channels_last}, compile={args.compile}, data={data}", flush=True)
+          f"amp={args.amp}, channels_last={args.channels_last}, compile={args.compile}, data={Path(data).name}", flush=True)
     names = [args.recipe] + ([] if args.baseline.lower() == 'none' else [args.baseline])
     share = CpuShare().start()
     rows = [measure(name, args, data, shared) for name in names]
@@ -110,9 +110,7 @@ def main(argv=None):
     print("# epochs: timed/run (the first is warm-up when more than one ran); train/eval/ckpt s: measured per epoch on the"
           "\n#   subsets; full epoch s: scaled to 50,000 + 10,000 images; schedule: full epoch x schedule epochs.")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(machine=info, args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                                   other_cpu_share=other, results=rows), indent=2))
-        print(f"# wrote {args.json}")
+        write_record(args, machine=info, other_cpu_share=other, results=rows)
     return rows
 
 

@@ -20,7 +20,7 @@ Run from the repository root::
     python benchmarks/step.py                                 # CPU, batch 128, 1 bit
     python benchmarks/step.py --device cuda --batch 256 --channels-last
 """
-import argparse, json, statistics, sys, time, warnings
+import argparse, statistics, sys, time, warnings
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import daq_fused, machine_info, CpuShare, sync, setup_device       # shared helpers of the quantizer benchmark
+from dasr import daq_fused, machine_info, CpuShare, sync, setup_device, write_record       # shared helpers of the quantizer benchmark
 from daq.models import resnet20
 from daq.train import get_recipe, make_optimizers, check_compiled_gradients
 from daq.dasr import check_bits
@@ -224,8 +224,7 @@ def main(argv=None):
           "\n# saved MiB: bytes autograd saves for the backward (activations; parameters excluded); peak MiB: CUDA only,"
           "\n#   peak allocated memory during one step including weights, optimizer state and the batch.")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(machine=info, args=vars(args), other_cpu_share=other, results=rows), indent=2))
-        print(f"# wrote {args.json}")
+        write_record(args, machine=info, other_cpu_share=other, results=rows)
     return rows
 
 

@@ -19,7 +19,10 @@ def run_script(name: str, *args, tmp_path: Path) -> tuple:
     proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / name), *args, '--json', str(out)], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc.stdout, json.loads(out.read_text())
+    record = out.read_text()
+    for path in (str(tmp_path), str(REPO), str(REPO.parent)):              # records name files, not this machine's paths
+        assert path not in record and path not in proc.stdout, f'{path} in the record or output of {name}'
+    return proc.stdout, json.loads(record)
 
 
 def test_dasr_benchmark(tmp_path):
