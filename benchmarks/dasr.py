@@ -61,7 +61,8 @@ def machine_info(device: torch.device) -> dict:
     info = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
                 cpu=cpu_model(), cores=os.cpu_count(), threads=torch.get_num_threads(),
                 cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                python=platform.python_version(), torch=torch.__version__, git=git_commit(Path(__file__).resolve().parents[1]), device=str(device),
+                python=platform.python_version(), torch=torch.__version__,
+                git=git_commit(Path(__file__).resolve().parents[1]), device=str(device),
                 load_average_at_start=load_average())
     info['device_name'] = torch.cuda.get_device_name(device) if device.type == 'cuda' else info['cpu']
     return info
@@ -107,7 +108,8 @@ def setup_device(args) -> torch.device:
     "Apply `--threads` and return `--device`, exiting with a message when CUDA is asked for but absent."
     if args.threads: torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('--device cuda requested but CUDA is not available')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        sys.exit('--device cuda requested but CUDA is not available')
     return device
 
 
@@ -241,8 +243,10 @@ def time_round_robin(cands: dict, x, upper, grad, device, warmup: int, repeats: 
 def print_header(info: dict, args):
     "Print where and how the numbers were measured."
     print(f"# daq DASR benchmark -- {info['date']}")
-    print(f"# cpu: {info['cpu']} ({info['cores']} cores, capability {info['cpu_capability']}), torch threads: {info['threads']}")
-    print(f"# device: {info['device']} ({info['device_name']}), torch {info['torch']}, python {info['python']}, git {info['git']}")
+    print(f"# cpu: {info['cpu']} ({info['cores']} cores, capability {info['cpu_capability']}), "
+          f"torch threads: {info['threads']}")
+    print(f"# device: {info['device']} ({info['device_name']}), torch {info['torch']}, "
+          f"python {info['python']}, git {info['git']}")
     print(f"# load average at start: {info['load_average_at_start']}")
     print(f"# bits={args.bits} (n={check_bits(args.bits)}), gamma={GAMMA}, sigma={SIGMA}, float32, "
           f"warmup={args.warmup}, repeats={args.repeats}, fwd+bwd per call, median of repeats")
@@ -250,15 +254,18 @@ def print_header(info: dict, args):
 
 def print_table(rows: list):
     "Print the results, one row per (shape, method)."
-    head = f"{'shape':<16} {'method':<10} {'median ms':>10} {'min ms':>9} {'x fakequant':>12} {'(min/min)':>9} {'saved/in':>9} {'saved-x/in':>11}"
+    head = (f"{'shape':<16} {'method':<10} {'median ms':>10} {'min ms':>9} {'x fakequant':>12} {'(min/min)':>9} "
+            f"{'saved/in':>9} {'saved-x/in':>11}")
     print(head); print('-' * len(head))
     for r in rows:
         print(f"{'x'.join(map(str, r['shape'])):<16} {r['method']:<10} {r['median_ms']:>10.2f} {r['min_ms']:>9.2f} "
-              f"{r['ratio_vs_fakequant']:>11.2f}x {r['min_ratio_vs_fakequant']:>8.2f}x {r['saved_per_input']:>9.4f} {r['saved_other_per_input']:>11.2g}")
+              f"{r['ratio_vs_fakequant']:>11.2f}x {r['min_ratio_vs_fakequant']:>8.2f}x {r['saved_per_input']:>9.4f} "
+              f"{r['saved_other_per_input']:>11.2g}")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--bits', type=int, default=1, help='bit-width, 1..8 (default 1)')
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda' / 'cuda:N'")
     p.add_argument('--repeats', type=int, default=20, help='timed rounds per shape (default 20)')
@@ -277,7 +284,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = setup_device(args)
-    # quantize_act validates a CPU `upper` with float(upper), which warns once when upper requires grad; not ours to fix here
+    # quantize_act validates a CPU `upper` with float(upper), which warns once when upper requires grad;
+    # not ours to fix here
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad=True to a scalar')
     shapes = SHAPES if not args.shapes else [tuple(int(d) for d in s.split('x')) for s in args.shapes.split(',')]
     info = machine_info(device)
@@ -288,8 +296,8 @@ def main(argv=None):
         x, upper, grad = make_inputs(shape, device)
         t0 = time.perf_counter()
         check_fused_matches_eager(cands, x, upper, grad)          # also the first (compiling) call of the fused path
-        print(f"# {'x'.join(map(str, shape))}: fused == eager checked ({time.perf_counter() - t0:.1f} s incl. compilation)",
-              flush=True)
+        print(f"# {'x'.join(map(str, shape))}: fused == eager checked "
+              f"({time.perf_counter() - t0:.1f} s incl. compilation)", flush=True)
         saved = {k: saved_bytes_ratio(fn, x, upper, grad) for k, fn in cands.items()}
         share = CpuShare().start()
         timing = time_round_robin(cands, x, upper, grad, device, args.warmup, args.repeats)

@@ -22,9 +22,22 @@ sys.path.insert(0, str(HERE.parent))                  # run from a checkout with
 sys.path.insert(0, str(HERE))
 from dasr import machine_info, CpuShare, setup_device, write_record
 from daq.train import get_recipe, train, read_metrics
+from daq.runs import load_checkpoint, save_checkpoint
 from daq.shared import find_shared, shared_file
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
+
+
+def checkpoint_seconds(last: Path, repeats: int = 3) -> float:
+    """Seconds to write a run's last.pt again, as each epoch does (best.pt, written when the test accuracy
+    improves, is smaller: it holds no optimizer state)."""
+    state = load_checkpoint(last)
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        save_checkpoint(state, last.with_name(f'timing{i}.pt'), keep_previous=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def measure(recipe_name: str, args, data, shared) -> dict:
@@ -38,24 +51,28 @@ def measure(recipe_name: str, args, data, shared) -> dict:
               shared=shared, amp=args.amp, channels_last=args.channels_last, compile=args.compile)
         wall = time.perf_counter() - t0
         m = read_metrics(d)
+        checkpoint_s = checkpoint_seconds(Path(d) / 'last.pt')
     timed = m[1:] if len(m) > 1 else m
     n_train, n_test = args.subset or CIFAR10_TRAIN, args.test_subset or CIFAR10_TEST
     train_s = statistics.mean(r['epoch_wall_s'] for r in timed)
     eval_s = statistics.mean(r['eval_wall_s'] for r in timed)
-    other_s = statistics.mean(r['total_wall_s'] - r['epoch_wall_s'] - r['eval_wall_s'] for r in timed)   # checkpoints
-    full_epoch_s = train_s * CIFAR10_TRAIN / n_train + eval_s * CIFAR10_TEST / n_test + other_s
+    full_epoch_s = train_s * CIFAR10_TRAIN / n_train + eval_s * CIFAR10_TEST / n_test + checkpoint_s
     return dict(recipe=recipe_name, epochs_run=len(m), epochs_timed=len(timed), first_epoch_s=m[0]['total_wall_s'],
-                train_s=train_s, eval_s=eval_s, checkpoint_s=other_s, images_per_s=statistics.mean(r['images_per_s'] for r in timed),
-                full_epoch_s=full_epoch_s, schedule_epochs=schedule, schedule_min=full_epoch_s * schedule / 60, wall_s=wall,
+                train_s=train_s, eval_s=eval_s, checkpoint_s=checkpoint_s,
+                images_per_s=statistics.mean(r['images_per_s'] for r in timed),
+                full_epoch_s=full_epoch_s, schedule_epochs=schedule, schedule_min=full_epoch_s * schedule / 60,
+                wall_s=wall,
                 step_ms=1e3 * train_s / -(-n_train // args.batch_size))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
     p.add_argument('--recipe', default='cifar10-w1a1', help='quantized recipe to time (default cifar10-w1a1)')
     p.add_argument('--baseline', default='cifar10-fp', help="full-precision recipe to compare with ('none' to skip)")
-    p.add_argument('--epochs', type=int, default=2, help='epochs to run per recipe; the first is not timed if > 1 (default 2)')
+    p.add_argument('--epochs', type=int, default=2,
+                   help='epochs to run per recipe; the first is not timed if > 1 (default 2)')
     p.add_argument('--schedule-epochs', type=int, help="epochs of the schedule to estimate (default: the recipe's own)")
     p.add_argument('--batch-size', type=int, default=256, help='batch size (default 256, the recipes\')')
     p.add_argument('--subset', type=int, help='train on this many images per epoch (times are scaled to 50,000)')
@@ -65,7 +82,8 @@ def parse_args(argv=None):
     p.add_argument('--amp', choices=['bf16'], help='bfloat16 autocast')
     p.add_argument('--channels-last', action='store_true', help='NHWC model and batches')
     p.add_argument('--compile', action='store_true', help='torch.compile the model (the first epoch compiles)')
-    p.add_argument('--target-min', type=float, default=10.0, help='wall-time target for the schedule, minutes (default 10)')
+    p.add_argument('--target-min', type=float, default=10.0,
+                   help='wall-time target for the schedule, minutes (default 10)')
     p.add_argument('--threads', type=int, help='torch.set_num_threads')
     p.add_argument('--no-progress', action='store_true', help='no tqdm bars')
     p.add_argument('--json', metavar='PATH', help='also write the results and machine info as JSON to PATH')
@@ -85,13 +103,15 @@ def main(argv=None):
     print(f"# cpu: {info['cpu']} ({info['cores']} cores), torch threads: {info['threads']}; device: {info['device']} "
           f"({info['device_name']}), torch {info['torch']}, git {info['git']}")
     print(f"# batch={args.batch_size}, epochs run={args.epochs}, subset={args.subset}, test_subset={args.test_subset}, "
-          f"amp={args.amp}, channels_last={args.channels_last}, compile={args.compile}, data={Path(data).name}", flush=True)
+          f"amp={args.amp}, channels_last={args.channels_last}, compile={args.compile}, data={Path(data).name}",
+          flush=True)
     names = [args.recipe] + ([] if args.baseline.lower() == 'none' else [args.baseline])
     share = CpuShare().start()
     rows = [measure(name, args, data, shared) for name in names]
     other = share.stop()
     if other is not None and device.type == 'cpu':
-        print(f"# other processes used {100 * other:.0f}% of the CPUs" + ("  <-- WARNING: busy machine" if other > 0.1 else ''))
+        print(f"# other processes used {100 * other:.0f}% of the CPUs"
+              + ("  <-- WARNING: busy machine" if other > 0.1 else ''))
     base = rows[-1] if len(rows) > 1 else None
     print()
     head = (f"{'recipe':<16} {'epochs':>6} {'1st s':>7} {'step ms':>8} {'img/s':>7} {'train s':>8} {'eval s':>7} "
@@ -100,14 +120,15 @@ def main(argv=None):
     for r in rows:
         ratio = f"{r['full_epoch_s'] / base['full_epoch_s']:>5.2f}x" if base else f"{'-':>6}"
         sched = f"{r['schedule_min']:.1f} min" if r['schedule_min'] < 120 else f"{r['schedule_min'] / 60:.1f} h"
-        print(f"{r['recipe']:<16} {r['epochs_timed']:>3}/{r['epochs_run']:<2} {r['first_epoch_s']:>7.1f} {r['step_ms']:>8.1f} "
-              f"{r['images_per_s']:>7.0f} {r['train_s']:>8.2f} {r['eval_s']:>7.2f} {r['checkpoint_s']:>7.2f} "
-              f"{r['full_epoch_s']:>13.2f} {sched:>9} {ratio}")
+        print(f"{r['recipe']:<16} {r['epochs_timed']:>3}/{r['epochs_run']:<2} {r['first_epoch_s']:>7.1f} "
+              f"{r['step_ms']:>8.1f} {r['images_per_s']:>7.0f} {r['train_s']:>8.2f} {r['eval_s']:>7.2f} "
+              f"{r['checkpoint_s']:>7.2f} {r['full_epoch_s']:>13.2f} {sched:>9} {ratio}")
     q = rows[0]
     verdict = 'meets' if q['schedule_min'] <= args.target_min else 'misses'
-    print(f"\n# {q['recipe']}: {q['schedule_epochs']} epochs estimated at {q['schedule_min']:.1f} min on {info['device_name']} "
-          f"-- {verdict} the {args.target_min:g}-minute target")
-    print("# epochs: timed/run (the first is warm-up when more than one ran); train/eval/ckpt s: measured per epoch on the"
+    print(f"\n# {q['recipe']}: {q['schedule_epochs']} epochs estimated at {q['schedule_min']:.1f} min "
+          f"on {info['device_name']} -- {verdict} the {args.target_min:g}-minute target")
+    print("# epochs: timed/run (the first is warm-up when more than one ran); "
+          "train/eval/ckpt s: measured per epoch on the"
           "\n#   subsets; full epoch s: scaled to 50,000 + 10,000 images; schedule: full epoch x schedule epochs.")
     if args.json:
         write_record(args, machine=info, other_cpu_share=other, results=rows)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import daq_fused, machine_info, CpuShare, sync, setup_device, write_record       # shared helpers of the quantizer benchmark
+# shared helpers of the quantizer benchmark
+from dasr import daq_fused, machine_info, CpuShare, sync, setup_device, write_record
 from daq.models import resnet20
 from daq.train import get_recipe, make_optimizers, check_compiled_gradients
 from daq.dasr import check_bits
@@ -81,7 +82,8 @@ def check_daq_matches_eager(bits, device, channels_last, x, y, save_levels=None)
             loss.backward()
         grads[mode] = (loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
     (la, ga), (le, ge) = grads['auto'], grads['0']
-    if not torch.allclose(la, le, rtol=1e-5, atol=0): raise AssertionError(f"fused loss {la.item()} != eager loss {le.item()}")
+    if not torch.allclose(la, le, rtol=1e-5, atol=0):
+        raise AssertionError(f"fused loss {la.item()} != eager loss {le.item()}")
     # Summation orders differ, so compare each gradient's error norm to its own norm: 1e-4 for weight tensors, 1e-2
     # for the 0-d clip bounds (float32 sums of ~1e6 terms of both signs). Not `beta`: each feeds a BatchNorm, which
     # makes the loss invariant to it; its gradient is large terms cancelling to ~0, i.e. rounding noise on any path.
@@ -139,19 +141,25 @@ def time_round_robin(setups: dict, x, y, device, warmup, repeats, amp_dtype) -> 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda' / 'cuda:N'")
     p.add_argument('--batch', type=int, default=None, help='batch size (default 128 on CPU, 256 on CUDA)')
-    p.add_argument('--bits', type=int, default=1, help='weight and activation bits of the quantized methods (default 1)')
-    p.add_argument('--methods', default=','.join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (fp is always run)")
+    p.add_argument('--bits', type=int, default=1,
+                   help='weight and activation bits of the quantized methods (default 1)')
+    p.add_argument('--methods', default=','.join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)} (fp is always run)")
     p.add_argument('--repeats', type=int, default=10, help='timed rounds (default 10)')
     p.add_argument('--warmup', type=int, default=3, help='untimed rounds, compilation included (default 3)')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: leave as is)')
     p.add_argument('--channels-last', action='store_true', help='channels_last model and batch')
     p.add_argument('--save-levels', choices=['auto', 'on', 'off'], default='auto',
-                   help="DAQConv2d.save_levels: keep quantized inputs for backward as uint8 levels (auto: on GPUs only)")
-    p.add_argument('--compile', action='store_true', help='torch.compile every model (after checking compiled == eager gradients)')
-    p.add_argument('--amp', choices=['bf16', 'fp16'], default=None, help='autocast the step (the quantizers still compute in float32)')
+                   help="DAQConv2d.save_levels: keep quantized inputs for backward as uint8 levels "
+                        "(auto: on GPUs only)")
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile every model (after checking compiled == eager gradients)')
+    p.add_argument('--amp', choices=['bf16', 'fp16'], default=None,
+                   help='autocast the step (the quantizers still compute in float32)')
     p.add_argument('--json', metavar='PATH', help='also write the results and machine info as JSON to PATH')
     args = p.parse_args(argv)
     check_bits(args.bits)
@@ -171,18 +179,22 @@ def main(argv=None):
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad=True to a scalar')
     info = machine_info(device)
     print(f"# daq training-step benchmark (ResNet-20, CIFAR-10 shapes) -- {info['date']}")
-    print(f"# cpu: {info['cpu']} ({info['cores']} cores, capability {info['cpu_capability']}), torch threads: {info['threads']}")
-    print(f"# device: {info['device']} ({info['device_name']}), torch {info['torch']}, python {info['python']}, git {info['git']}")
+    print(f"# cpu: {info['cpu']} ({info['cores']} cores, capability {info['cpu_capability']}), "
+          f"torch threads: {info['threads']}")
+    print(f"# device: {info['device']} ({info['device_name']}), torch {info['torch']}, "
+          f"python {info['python']}, git {info['git']}")
     print(f"# load average at start: {info['load_average_at_start']}")
-    print(f"# batch={args.batch}, W{args.bits}A{args.bits}, channels_last={args.channels_last}, amp={args.amp}, save_levels={args.save_levels}, "
-          f"compile={args.compile}, warmup={args.warmup}, repeats={args.repeats}", flush=True)
+    print(f"# batch={args.batch}, W{args.bits}A{args.bits}, channels_last={args.channels_last}, amp={args.amp}, "
+          f"save_levels={args.save_levels}, compile={args.compile}, warmup={args.warmup}, repeats={args.repeats}",
+          flush=True)
     x, y = make_batch(args.batch, device, args.channels_last)
     save_levels = {'auto': None, 'on': True, 'off': False}[args.save_levels]
     quantized = [m for m in args.methods if m != 'fp']
     if 'daq' in quantized and 'eager' in quantized:
         t0 = time.perf_counter()
         check_daq_matches_eager(args.bits, device, args.channels_last, x, y, save_levels)
-        print(f"# daq (fused) == eager: same loss and gradients ({time.perf_counter() - t0:.1f} s incl. compilation)", flush=True)
+        print(f"# daq (fused) == eager: same loss and gradients ({time.perf_counter() - t0:.1f} s incl. compilation)",
+              flush=True)
     setups = {m: build(m, args.bits, device, args.channels_last, save_levels) for m in args.methods}
     if args.compile:
         t0 = time.perf_counter()
@@ -207,8 +219,9 @@ def main(argv=None):
     rows = []
     for m in args.methods:
         t = timing[m]
-        rows.append(dict(method=m, median_ms=t['median_ms'], min_ms=t['min_ms'], ratio_vs_fp=t['median_ms'] / fp['median_ms'],
-                         min_ratio_vs_fp=t['min_ms'] / fp['min_ms'], images_per_s=args.batch / t['median_ms'] * 1e3,
+        rows.append(dict(method=m, median_ms=t['median_ms'], min_ms=t['min_ms'],
+                         ratio_vs_fp=t['median_ms'] / fp['median_ms'], min_ratio_vs_fp=t['min_ms'] / fp['min_ms'],
+                         images_per_s=args.batch / t['median_ms'] * 1e3,
                          saved_mib=saved[m] / 2**20, saved_vs_fp=saved[m] / saved['fp'],
                          peak_mib=None if peak[m] is None else peak[m] / 2**20,
                          peak_vs_fp=None if peak[m] is None else peak[m] / peak['fp'], times_ms=t['times_ms']))
@@ -217,11 +230,14 @@ def main(argv=None):
             f"{'saved MiB':>10} {'x fp':>6} {'peak MiB':>9} {'x fp':>6}")
     print(head); print('-' * len(head))
     for r in rows:
-        peak_cols = (f"{r['peak_mib']:>9.1f} {r['peak_vs_fp']:>5.2f}x" if r['peak_mib'] is not None else f"{'-':>9} {'-':>6}")
-        print(f"{r['method']:<7} {r['median_ms']:>10.2f} {r['min_ms']:>8.2f} {r['ratio_vs_fp']:>6.2f}x {r['min_ratio_vs_fp']:>8.2f}x "
-              f"{r['images_per_s']:>8.0f} {r['saved_mib']:>10.1f} {r['saved_vs_fp']:>5.2f}x {peak_cols}")
+        peak_cols = (f"{r['peak_mib']:>9.1f} {r['peak_vs_fp']:>5.2f}x" if r['peak_mib'] is not None
+                     else f"{'-':>9} {'-':>6}")
+        print(f"{r['method']:<7} {r['median_ms']:>10.2f} {r['min_ms']:>8.2f} {r['ratio_vs_fp']:>6.2f}x "
+              f"{r['min_ratio_vs_fp']:>8.2f}x {r['images_per_s']:>8.0f} {r['saved_mib']:>10.1f} "
+              f"{r['saved_vs_fp']:>5.2f}x {peak_cols}")
     print("\n# x fp: median step time / fp's median step time; (min/min): the same with the fastest step of each."
-          "\n# saved MiB: bytes autograd saves for the backward (activations; parameters excluded); peak MiB: CUDA only,"
+          "\n# saved MiB: bytes autograd saves for the backward (activations; parameters excluded); "
+          "peak MiB: CUDA only,"
           "\n#   peak allocated memory during one step including weights, optimizer state and the batch.")
     if args.json:
         write_record(args, machine=info, other_cpu_share=other, results=rows)

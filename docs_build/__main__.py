@@ -9,7 +9,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='python -m docs_build', description=__doc__)
     p.add_argument('--out', help="output folder (default: settings.ini's doc_path, _docs/)")
     p.add_argument('--reuse', action='store_true',
-                   help='reuse executed notebooks from _proc/docs_build/ whose cells, library and settings are unchanged')
+                   help='reuse executed notebooks from _proc/docs_build/ '
+                        'whose cells, library and settings are unchanged')
     p.add_argument('--jobs', type=int, default=None, help='notebooks executed at once (default: CPUs, at most 4)')
     p.add_argument('--timeout', type=int, default=None, help='seconds a cell may run (default: no limit)')
     p.add_argument('--only', nargs='+', metavar='GLOB',

@@ -54,13 +54,17 @@ class Visit:
 # Run in the page once it has loaded: links, resources, ids, and a few facts the tests assert on.
 COLLECT_JS = r"""
 (() => {
-  const abs = (el, attr) => { const v = el.getAttribute(attr); return v === null ? null : new URL(v, document.baseURI).href; };
+  const abs = (el, attr) => {
+    const v = el.getAttribute(attr); return v === null ? null : new URL(v, document.baseURI).href; };
   const refs = [];
-  document.querySelectorAll('a[href]').forEach(a => refs.push({kind: 'link', raw: a.getAttribute('href'), url: abs(a, 'href')}));
+  document.querySelectorAll('a[href]')
+    .forEach(a => refs.push({kind: 'link', raw: a.getAttribute('href'), url: abs(a, 'href')}));
   document.querySelectorAll('img[src], script[src], iframe[src], source[src], video[src], audio[src], embed[src]')
     .forEach(e => refs.push({kind: e.tagName.toLowerCase(), raw: e.getAttribute('src'), url: abs(e, 'src')}));
-  document.querySelectorAll('link[href]').forEach(l => refs.push({kind: 'link-' + (l.rel || ''), raw: l.getAttribute('href'), url: abs(l, 'href')}));
-  const brokenImages = [...document.images].filter(i => i.complete && i.naturalWidth === 0).map(i => i.currentSrc || i.src);
+  document.querySelectorAll('link[href]')
+    .forEach(l => refs.push({kind: 'link-' + (l.rel || ''), raw: l.getAttribute('href'), url: abs(l, 'href')}));
+  const brokenImages = [...document.images].filter(i => i.complete && i.naturalWidth === 0)
+    .map(i => i.currentSrc || i.src);
   return {
     title: document.title,
     refs,
@@ -85,7 +89,8 @@ class Chromium:
 
     def __init__(self, executable: str | None = None, timeout: float = 30.0, window=(1280, 900)):
         self.executable = executable or find_chromium()
-        if not self.executable: raise BrowserError('Chromium not found (tried $CHROMIUM, ' + ', '.join(CHROMIUM_CANDIDATES) + ')')
+        if not self.executable:
+            raise BrowserError('Chromium not found (tried $CHROMIUM, ' + ', '.join(CHROMIUM_CANDIDATES) + ')')
         self.timeout, self.window = timeout, window
         self._id, self._pending, self._events = 0, {}, {}
         self._lock = threading.Lock()
@@ -96,7 +101,8 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix='docs-chromium-')
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-        args = FLAGS + [f'--user-data-dir={self.profile}', f'--window-size={self.window[0]},{self.window[1]}', 'about:blank']
+        args = FLAGS + [f'--user-data-dir={self.profile}', f'--window-size={self.window[0]},{self.window[1]}',
+                        'about:blank']
         # Chromium reads commands on fd 3 and writes to fd 4. In the child, move our pipe ends out of the way (to
         # fds >= 10), then onto 3 and 4 (dup2 makes them inheritable; every other fd Python opened is not, PEP 446).
         def fds_3_4(r=to_chrome_r, w=from_chrome_w):
@@ -166,7 +172,8 @@ class Chromium:
         except OSError as e: raise BrowserError(f'cannot talk to Chromium ({e}); its output:\n{self.stderr_tail()}')
         try: res = q.get(timeout=timeout or self.timeout)
         except queue.Empty:
-            raise BrowserError(f'{method}: no answer from Chromium in {timeout or self.timeout}s; its output:\n{self.stderr_tail()}')
+            raise BrowserError(f'{method}: no answer from Chromium in {timeout or self.timeout}s; '
+                               f'its output:\n{self.stderr_tail()}')
         if 'error' in res: raise BrowserError(f'{method}: {res["error"].get("message")}')
         return res.get('result', {})
 
@@ -205,8 +212,9 @@ class Chromium:
                 params = {'format': 'png'}
                 if full_page:
                     h = self.evaluate(session, 'Math.ceil(document.documentElement.scrollHeight)')
-                    self.send('Emulation.setDeviceMetricsOverride', {'width': self.window[0], 'height': int(min(h, 16000)),
-                                                                    'deviceScaleFactor': 1, 'mobile': False}, session=session)
+                    self.send('Emulation.setDeviceMetricsOverride',
+                              {'width': self.window[0], 'height': int(min(h, 16000)),
+                               'deviceScaleFactor': 1, 'mobile': False}, session=session)
                 shot = self.send('Page.captureScreenshot', params, session=session)
                 Path(screenshot).write_bytes(base64.b64decode(shot['data']))
         finally:
@@ -242,7 +250,8 @@ class Chromium:
             if e.get('level') == 'error': v.console_errors.append(line)
             elif e.get('level') == 'warning': v.warnings.append(line)
         elif m == 'Network.loadingFailed':
-            if not p.get('canceled'): v.failed_requests.append(f'{p.get("errorText")} ({p.get("type")}, request {p.get("requestId")})')
+            if not p.get('canceled'):
+                v.failed_requests.append(f'{p.get("errorText")} ({p.get("type")}, request {p.get("requestId")})')
         return False
 
 
@@ -269,7 +278,8 @@ def check_site(site: Path, screenshot: Path | None = None, browser: Chromium | N
     """Visit every .html page of `site` (file://, no network): no console errors or failed loads anywhere, every
     internal href/src resolves to an existing file inside the site, every internal #anchor to an existing id."""
     site = Path(site).resolve()
-    html_pages = sorted(p for p in site.rglob('*.html') if not any(part.startswith('.') for part in p.relative_to(site).parts))
+    html_pages = sorted(p for p in site.rglob('*.html')
+                        if not any(part.startswith('.') for part in p.relative_to(site).parts))
     own = browser is None
     b = Chromium() if own else browser
     if own: b.__enter__()
@@ -295,7 +305,8 @@ def check_site(site: Path, screenshot: Path | None = None, browser: Chromium | N
             if where == 'outside':
                 problems.append(f'{rel}: {r["kind"]} {r["raw"]!r} points outside the site ({path})'); continue
             if not path.is_file():
-                problems.append(f'{rel}: broken {r["kind"]} {r["raw"]!r} (no file {path.relative_to(site) if path.is_relative_to(site) else path})')
+                problems.append(f'{rel}: broken {r["kind"]} {r["raw"]!r} '
+                                f'(no file {path.relative_to(site) if path.is_relative_to(site) else path})')
                 continue
             if frag and path.suffix == '.html':
                 target_rel = path.resolve().relative_to(site).as_posix()

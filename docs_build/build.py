@@ -121,7 +121,7 @@ def skip_reason(cell, flags) -> str | None:
 
 @contextlib.contextmanager
 def _in_project(project: Project):
-    "cwd = repo root (nbdev's get_config looks for settings.ini from the cwd up) and IN_TEST=1, as nbdev's own docs run."
+    "cwd = repo root (nbdev's get_config finds settings.ini from the cwd up) and IN_TEST=1, as nbdev's own docs run."
     old_cwd, old_in_test = os.getcwd(), os.environ.get('IN_TEST')
     os.chdir(project.repo)
     os.environ['IN_TEST'] = '1'
@@ -222,7 +222,8 @@ def execute(project: Project, name: str, ex: nbformat.NotebookNode, work: Path, 
     src.parent.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint(project, ex, parameters)
     if reuse and out.is_file() and stamp.is_file() and stamp.read_text().strip() == fp:
-        log(f'{name}: reusing the previous execution ({out.relative_to(project.repo) if out.is_relative_to(project.repo) else out})')
+        log(f'{name}: reusing the previous execution '
+            f'({out.relative_to(project.repo) if out.is_relative_to(project.repo) else out})')
         return nbformat.read(out, as_version=4)
     stamp.unlink(missing_ok=True)
     nbformat.write(ex, src)
@@ -280,7 +281,8 @@ def add_links(cell):
     for o in cell.get('outputs', []):
         if hasattr(o, 'data') and hasattr(o['data'], 'text/markdown'):
             md = o.data['text/markdown']
-            o.data['text/markdown'] = _linkify(nl, ''.join(md) if isinstance(md, list) else md).splitlines(keepends=True)
+            o.data['text/markdown'] = _linkify(nl, ''.join(md) if isinstance(md, list) else md).splitlines(
+                keepends=True)
 
 
 def nbdev_process(project: Project, nb: nbformat.NotebookNode, nb_path: Path):
@@ -332,7 +334,8 @@ def build_site(out: Path | str | None = None, repo: Path | str = REPO, reuse: bo
     for p in nbs:
         prepared[p] = prepare(project, p)
         skipped = [c.metadata[META]['skipped'] for c in prepared[p][0].cells if 'skipped' in c.metadata[META]]
-        if skipped: log(f'{names[p]}: {len(skipped)} cell(s) shown but not executed ({", ".join(sorted(set(skipped)))})')
+        if skipped:
+            log(f'{names[p]}: {len(skipped)} cell(s) shown but not executed ({", ".join(sorted(set(skipped)))})')
     jobs = jobs or max(1, min(len(nbs), os.cpu_count() or 1, 4))
     log(f'executing {len(nbs)} notebooks with papermill ({jobs} at a time)')
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:

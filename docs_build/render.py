@@ -123,7 +123,8 @@ def make_markdown() -> MarkdownIt:
     rules('math_inline_double', lambda self, t, i, o, e: f'<span class="math display">{esc(t[i].content)}</span>')
     rules('math_block', lambda self, t, i, o, e: f'<div class="math display">{esc(t[i].content)}</div>\n')
     rules('math_block_label', lambda self, t, i, o, e: f'<div class="math display">{esc(t[i].content)}</div>\n')
-    rules('fence', lambda self, t, i, o, e: code_block(t[i].content, t[i].info.split()[0] if t[i].info else None) + '\n')
+    rules('fence', lambda self, t, i, o, e:
+          code_block(t[i].content, t[i].info.split()[0] if t[i].info else None) + '\n')
     rules('code_block', lambda self, t, i, o, e: code_block(t[i].content, None) + '\n')
     return md
 
@@ -269,7 +270,8 @@ def render_outputs(ctx: PageContext, cell, opts: dict, cell_no: int) -> list:
             mime = next((m for m in order if m in data), None)
             if mime is None: continue
             v = _text(data[mime])
-            if mime == 'text/markdown': v = _SOURCE_LINK.sub('', v)   # show_doc's links into a repository not checked here
+            # show_doc's links into a repository not checked here
+            if mime == 'text/markdown': v = _SOURCE_LINK.sub('', v)
             if mime == 'text/markdown' and asis: out.append(ctx.markdown(v)); continue
             if mime == 'text/html': body = ctx.rewrite_refs(v)
             elif mime.startswith('image/'):
@@ -280,7 +282,8 @@ def render_outputs(ctx: PageContext, cell, opts: dict, cell_no: int) -> list:
                 size = ''.join(f' {a}="{int(m[a])}"' for a in ('width', 'height') if isinstance(m.get(a), (int, float)))
                 alt = opts.get('fig-alt') or opts.get('fig-cap') or f'Output of cell {cell_no}'
                 body = f'<img src="{esc(url)}" alt="{esc(str(alt))}"{size} loading="lazy">'
-                if opts.get('fig-cap'): body = f'<figure>{body}<figcaption>{esc(str(opts["fig-cap"]))}</figcaption></figure>'
+                if opts.get('fig-cap'):
+                    body = f'<figure>{body}<figcaption>{esc(str(opts["fig-cap"]))}</figcaption></figure>'
             elif mime in ('text/markdown', 'text/latex'): body = ctx.markdown(v, toc=False)
             else: body = f'<pre><code>{esc(_ANSI.sub("", v))}</code></pre>'
             out.append(f'<div class="cell-output cell-output-display">{body}</div>')
@@ -296,7 +299,8 @@ def render_cell(ctx: PageContext, cell, cell_no: int) -> str:
     src = _text(cell.get('source'))
     if ct == 'markdown': return ctx.markdown(src)
     if ct != 'code': return ''
-    if {'parameters', 'injected-parameters'} & set(cell.metadata.get('tags', [])): return ''   # papermill's, not the reader's
+    # papermill's, not the reader's
+    if {'parameters', 'injected-parameters'} & set(cell.metadata.get('tags', [])): return ''
     opts, code = cell_options(src)
     if opts.get('include') is False: return ''
     parts = []
@@ -337,7 +341,8 @@ class Site:
             if isinstance(item, str):
                 if item == 'auto': return None
                 p = self.by_src.get((self.project.nbs / item).resolve())
-                if p is None: self.warnings.append(f'sidebar.yml lists {item!r}, which is not a rendered notebook'); return None
+                if p is None:
+                    self.warnings.append(f'sidebar.yml lists {item!r}, which is not a rendered notebook'); return None
                 seen.add(p.name)
                 return (p.title, p, [])
             if isinstance(item, dict):
@@ -393,16 +398,19 @@ class Site:
         fs = urllib.parse.unquote(path)
         base = self.project.nbs if fs.startswith('/') else page.src.parent
         target = Path(os.path.normpath(base / fs.lstrip('/')))
-        p = self.by_src.get(target) or (self.by_src.get(target.with_suffix('.ipynb')) if target.suffix in ('.html', '') else None)
+        p = self.by_src.get(target) or (self.by_src.get(target.with_suffix('.ipynb'))
+                                        if target.suffix in ('.html', '') else None)
         if p is not None: return self.rel_url(p.href, page) + tail
         if target.is_file():
             try: rel = target.relative_to(self.project.nbs)
             except ValueError:
                 try: rel = target.relative_to(self.project.repo)
                 except ValueError:
-                    self.warnings.append(f'{page.src.name}: {url!r} is outside the repository; left as is'); return url
+                    self.warnings.append(f'{page.src.name}: {url!r} is outside the repository; left as is')
+                    return url
             if rel.suffix == '.ipynb':
-                self.warnings.append(f'{page.src.name}: {url!r} is a notebook that is not rendered; left as is'); return url
+                self.warnings.append(f'{page.src.name}: {url!r} is a notebook that is not rendered; left as is')
+                return url
             self.assets[target] = rel.as_posix()
             return self.rel_url(rel.as_posix(), page) + tail
         self.warnings.append(f'{page.src.name}: broken reference {url!r} (no file {target})')
@@ -523,14 +531,16 @@ class Site:
 
 def _plain(fragment: str) -> str:
     fragment = re.sub(r'<(script|style)\b.*?</\1>', ' ', fragment, flags=re.S | re.I)
-    fragment = re.sub(r'</?(?:p|div|pre|li|ul|ol|h\d|tr|td|th|table|br|hr|blockquote|figure)\b[^>]*>', ' ', fragment, flags=re.I)
+    fragment = re.sub(r'</?(?:p|div|pre|li|ul|ol|h\d|tr|td|th|table|br|hr|blockquote|figure)\b[^>]*>', ' ', fragment,
+                      flags=re.I)
     return re.sub(r'\s+', ' ', html.unescape(re.sub(r'<[^>]+>', '', fragment))).strip()
 
 
 def search_entries(page: Page, body: str) -> list:
     "One search entry for the top of the page and one for each h2/h3 section."
     parts = re.split(r'(<h[23][^>]*\bid="[^"]*"[^>]*>.*?</h[23]>)', body, flags=re.S)
-    out = [{'page': page.title, 'title': page.title, 'href': page.href, 'text': (page.description + ' ' + _plain(parts[0]))[:600]}]
+    out = [{'page': page.title, 'title': page.title, 'href': page.href,
+            'text': (page.description + ' ' + _plain(parts[0]))[:600]}]
     for i in range(1, len(parts), 2):
         ident = re.search(r'\bid="([^"]*)"', parts[i]).group(1)
         out.append({'page': page.title, 'title': _plain(parts[i]), 'href': f'{page.href}#{html.unescape(ident)}',

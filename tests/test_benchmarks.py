@@ -16,25 +16,27 @@ def run_script(name: str, *args, tmp_path: Path) -> tuple:
     "Run benchmarks/<name> with this interpreter; (stdout, parsed --json output)."
     out = tmp_path / f'{name}.json'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / name), *args, '--json', str(out)], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / name), *args, '--json', str(out)],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:]
     record = out.read_text()
-    for path in (str(tmp_path), str(REPO), str(REPO.parent)):              # records name files, not this machine's paths
+    # records name files, not this machine's paths
+    for path in (str(tmp_path), str(REPO), str(REPO.parent)):
         assert path not in record and path not in proc.stdout, f'{path} in the record or output of {name}'
     return proc.stdout, json.loads(record)
 
 
 def test_dasr_benchmark(tmp_path):
-    stdout, result = run_script('dasr.py', '--shapes', '8x16x16x16', '--repeats', '2', '--warmup', '1', '--threads', '1',
-                                '--skip-reference', tmp_path=tmp_path)
+    stdout, result = run_script('dasr.py', '--shapes', '8x16x16x16', '--repeats', '2', '--warmup', '1',
+                                '--threads', '1', '--skip-reference', tmp_path=tmp_path)
     assert 'fused == eager checked' in stdout
     assert {r['method'] for r in result['results']} == {'fused', 'eager', 'ste', 'fakequant', 'lsq'}
     assert result['machine']['torch'] and result['machine']['cpu']
 
 
 def test_step_benchmark(tmp_path):
-    stdout, result = run_script('step.py', '--batch', '8', '--repeats', '2', '--warmup', '1', '--threads', '1', tmp_path=tmp_path)
+    stdout, result = run_script('step.py', '--batch', '8', '--repeats', '2', '--warmup', '1', '--threads', '1',
+                                tmp_path=tmp_path)
     assert 'daq (fused) == eager: same loss and gradients' in stdout
     rows = {r['method']: r for r in result['results']}
     assert set(rows) == {'fp', 'daq', 'ste', 'eager'}
@@ -45,18 +47,18 @@ def test_step_benchmark(tmp_path):
 
 def test_step_benchmark_saved_levels(tmp_path):
     "With --save-levels on, the quantized inputs are counted at one byte per element: less saved memory than off."
-    _, on = run_script('step.py', '--batch', '8', '--repeats', '1', '--warmup', '1', '--threads', '1', '--methods', 'fp,daq',
-                       '--save-levels', 'on', tmp_path=tmp_path)
-    _, off = run_script('step.py', '--batch', '8', '--repeats', '1', '--warmup', '1', '--threads', '1', '--methods', 'fp,daq',
-                        '--save-levels', 'off', tmp_path=tmp_path)
+    _, on = run_script('step.py', '--batch', '8', '--repeats', '1', '--warmup', '1', '--threads', '1',
+                       '--methods', 'fp,daq', '--save-levels', 'on', tmp_path=tmp_path)
+    _, off = run_script('step.py', '--batch', '8', '--repeats', '1', '--warmup', '1', '--threads', '1',
+                        '--methods', 'fp,daq', '--save-levels', 'off', tmp_path=tmp_path)
     saved = {name: {r['method']: r['saved_mib'] for r in res['results']} for name, res in (('on', on), ('off', off))}
     assert saved['on']['fp'] == saved['off']['fp'] and saved['on']['daq'] < saved['off']['daq']
 
 
 def test_epoch_benchmark(tmp_path):
     "Needs the JPEG CIFAR-10 copy and the authors' FP checkpoint from shared/ ($DAQ_SHARED or the nearest shared/)."
-    stdout, result = run_script('epoch.py', '--subset', '256', '--test-subset', '200', '--epochs', '1', '--batch-size', '64',
-                                '--no-progress', '--threads', '1', tmp_path=tmp_path)
+    stdout, result = run_script('epoch.py', '--subset', '256', '--test-subset', '200', '--epochs', '1',
+                                '--batch-size', '64', '--no-progress', '--threads', '1', tmp_path=tmp_path)
     rows = {r['recipe']: r for r in result['results']}
     assert set(rows) == {'cifar10-w1a1', 'cifar10-fp'}
     assert rows['cifar10-w1a1']['schedule_epochs'] == 400 and rows['cifar10-w1a1']['full_epoch_s'] > 0

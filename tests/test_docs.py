@@ -95,10 +95,12 @@ def test_sidebar_follows_sidebar_yml(site, project):
     import yaml
     listed = [c for c in yaml.safe_load((project.nbs / 'sidebar.yml').read_text())['website']['sidebar']['contents']
               if isinstance(c, str)]
-    hrefs = re.findall(r'<a href="([^"]+)"', re.search(r'<nav class="sidebar".*?</nav>', (site / 'index.html').read_text(), re.S).group(0))
+    hrefs = re.findall(r'<a href="([^"]+)"',
+                       re.search(r'<nav class="sidebar".*?</nav>', (site / 'index.html').read_text(), re.S).group(0))
     expected = [Path(c).with_suffix('.html').as_posix() for c in listed if (project.nbs / c).is_file()]
     assert hrefs[:len(expected)] == expected, hrefs
-    assert sorted(hrefs) == sorted(p.relative_to(project.nbs).with_suffix('.html').as_posix() for p in project.notebooks())
+    assert sorted(hrefs) == sorted(p.relative_to(project.nbs).with_suffix('.html').as_posix()
+                                   for p in project.notebooks())
 
 
 def test_notebook_links_become_page_links(site):
@@ -124,7 +126,8 @@ def test_directives_and_hidden_cells_are_gone(site, project):
             d = B.directives(c.source) if c.cell_type == 'code' else {}
             if not ({'hide', 'export', 'exporti', 'default_exp'} & d.keys()): continue
             body = norm('\n'.join(l for l in c.source.splitlines() if not re.match(r'\s*#\s*\|', l)))
-            if len(body) > 20 and body in text: problems.append(f'{page.name}: hidden/exported source shown: {body[:70]!r}')
+            if len(body) > 20 and body in text:
+                problems.append(f'{page.name}: hidden/exported source shown: {body[:70]!r}')
     assert not problems, '\n'.join(problems)
 
 
@@ -150,7 +153,8 @@ def test_every_exported_definition_has_an_api_entry(site, project):
     for nb_path in project.notebooks():
         raw = (site / nb_path.relative_to(project.nbs).with_suffix('.html')).read_text(encoding='utf-8')
         # a section heading may hold the bare id (`## `quantize_model``); the entry's is then `quantize_model-1`
-        entries = {re.sub(r'-\d+$', '', i) for i in re.findall(r'<div class="cell show-doc">(?:(?!<div class="cell[ "]).)*?<h\d id="([^"]+)"', raw, re.S)}
+        entries = {re.sub(r'-\d+$', '', i) for i in re.findall(
+            r'<div class="cell show-doc">(?:(?!<div class="cell[ "]).)*?<h\d id="([^"]+)"', raw, re.S)}
         missing += [f'{nb_path.name}: {n}' for n in _exported_names(nb_path) if pandoc_slug(n) not in entries]
     assert not missing, f'no show_doc entry for: {missing}'
 
@@ -171,10 +175,12 @@ def test_nothing_comes_from_the_network(site):
     bad = []
     for p in site.rglob('*.html'):
         s = p.read_text(encoding='utf-8')
-        bad += [f'{p.name}: {u}' for u in re.findall(r'<(?:script|link|img|iframe|source)\b[^>]*\b(?:src|href)="((?:https?:)?//[^"]*)"', s)]
+        bad += [f'{p.name}: {u}' for u in re.findall(
+            r'<(?:script|link|img|iframe|source)\b[^>]*\b(?:src|href)="((?:https?:)?//[^"]*)"', s)]
         bad += [f'{p.name}: mentions {w}' for w in ('mathjax', 'cdn.jsdelivr', 'unpkg.com', 'cdnjs') if w in s.lower()]
     for p in site.rglob('*.css'):
-        bad += [f'{p.name}: {u}' for u in re.findall(r'url\(\s*["\']?((?:https?:)?//[^)"\']*)', p.read_text(encoding='utf-8'))]
+        bad += [f'{p.name}: {u}'
+                for u in re.findall(r'url\(\s*["\']?((?:https?:)?//[^)"\']*)', p.read_text(encoding='utf-8'))]
     assert not bad, bad
 
 
@@ -212,11 +218,13 @@ def test_site_in_chromium(site, browser, project):
     assert not rep.problems, f'{len(rep.problems)} problems in the built site:\n' + '\n'.join(rep.problems)
     assert 'index.html' in rep.pages and '00_dasr.html' in rep.pages, sorted(rep.pages)
     dasr = [e for e in rep.pages['00_dasr.html'].info['showDocs'] if e['id'] == 'dasr']
-    assert dasr and dasr[0]['text'] == 'dasr' and 'def dasr(' in dasr[0]['code'], rep.pages['00_dasr.html'].info['showDocs']
+    assert dasr and dasr[0]['text'] == 'dasr' and 'def dasr(' in dasr[0]['code'], \
+        rep.pages['00_dasr.html'].info['showDocs']
     info = rep.pages['00_dasr.html'].info
     assert info['math'] > 10 and info['katex'] == info['math'], info['math']
     assert info['images'] >= 1, 'the DASR page plots its forward and backward (a matplotlib figure)'
-    assert len(rep.pages['index.html'].info['sidebar']) == len(project.notebooks()), rep.pages['index.html'].info['sidebar']
+    assert len(rep.pages['index.html'].info['sidebar']) == len(project.notebooks()), \
+        rep.pages['index.html'].info['sidebar']
     w, h = png_size(shot)
     assert (w, h) == (1280, 900) and shot.stat().st_size > 20_000, (w, h, shot.stat().st_size)
 
@@ -225,7 +233,8 @@ def test_search_finds_api_entries(site, browser):
     "The search box (offline: its index is a script of the site) finds an API entry by name."
     js = '''(() => { const i = document.getElementById('search-input'); i.value = 'dasr_grad';
                      i.dispatchEvent(new Event('input'));
-                     return [...document.querySelectorAll('#search-results a')].map(a => a.getAttribute('href')); })()'''
+                     return [...document.querySelectorAll('#search-results a')].map(a => a.getAttribute('href'));
+                   })()'''
     v = browser.visit((site / 'index.html').as_uri(), script=js)
     assert not v.problems, v.problems
     assert '00_dasr.html#dasr_grad' in v.info['script'][:3], v.info['script']
@@ -257,8 +266,8 @@ def test_checker_catches_console_errors_and_broken_references(tmp_path, browser)
     assert any('uncaught exception' in p and 'TypeError' in p for p in browser.visit(exc.as_uri()).console_errors)
 
     bad = tmp_path / 'bad'
-    _write(bad / 'index.html', '<img src="missing.png" alt="x"><a href="nowhere.html">x</a><a href="other.html#nope">y</a>'
-                               '<script src="gone.js"></script>')
+    _write(bad / 'index.html', '<img src="missing.png" alt="x"><a href="nowhere.html">x</a>'
+                               '<a href="other.html#nope">y</a><script src="gone.js"></script>')
     _write(bad / 'other.html', '<h2 id="yes">yes</h2>')
     rep = check_site(bad, browser=browser)
     text = '\n'.join(rep.problems)
@@ -271,7 +280,8 @@ def test_checker_catches_console_errors_and_broken_references(tmp_path, browser)
     bad_math = tmp_path / 'math'
     shutil.copytree(REPO / 'docs_build' / 'vendor' / 'katex', bad_math / 'katex')
     shutil.copy2(REPO / 'docs_build' / 'assets' / 'site.js', bad_math / 'site.js')
-    _write(bad_math / 'index.html', '<p><span class="math inline">x^2</span> <span class="math inline">\\frac{1}{</span></p>'
+    _write(bad_math / 'index.html', '<p><span class="math inline">x^2</span> '
+                                    '<span class="math inline">\\frac{1}{</span></p>'
                                     '<script src="katex/katex.min.js"></script><script src="site.js"></script>')
     rep = check_site(bad_math, browser=browser)
     assert any('KaTeX could not render' in p for p in rep.problems), rep.problems
@@ -280,7 +290,8 @@ def test_checker_catches_console_errors_and_broken_references(tmp_path, browser)
 
 # ---------------------------------------------------------------- end to end on a tiny project
 
-_PNG = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==')
+_PNG = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAAN'
+                        'HQEDasKb6QAAAABJRU5ErkJggg==')
 
 
 def _tiny_project(root: Path) -> Path:
@@ -289,13 +300,15 @@ def _tiny_project(root: Path) -> Path:
     (root / 'figures' / 'chart.png').write_bytes(_PNG)
     (root / 'figures' / 'unused.svg').write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
     (root / 'settings.ini').write_text('[DEFAULT]\nrepo = tiny\nlib_name = tiny\nlib_path = tiny\nnbs_path = nbs\n'
-                                       'doc_path = _docs\nrecursive = True\ntst_flags = slow\ntitle = tiny\nversion = 0.0.1\n'
-                                       'user = me\nauthor = me\nauthor_email = me@example.invalid\ncopyright = me\n'
-                                       'description = tiny\nbranch = main\ndoc_host = https://me.github.io\n'
-                                       'doc_baseurl = /tiny\ngit_url = https://github.com/me/tiny\nkeywords = x\n'
+                                       'doc_path = _docs\nrecursive = True\ntst_flags = slow\ntitle = tiny\n'
+                                       'version = 0.0.1\nuser = me\nauthor = me\nauthor_email = me@example.invalid\n'
+                                       'copyright = me\ndescription = tiny\nbranch = main\n'
+                                       'doc_host = https://me.github.io\ndoc_baseurl = /tiny\n'
+                                       'git_url = https://github.com/me/tiny\nkeywords = x\n'
                                        'language = English\nstatus = 1\nlicense = apache2\nmin_python = 3.10\n'
                                        'audience = Developers\ncustom_sidebar = False\n')
-    (root / 'nbs' / 'sidebar.yml').write_text('website:\n  sidebar:\n    contents:\n      - index.ipynb\n      - 01_b.ipynb\n')
+    (root / 'nbs' / 'sidebar.yml').write_text('website:\n  sidebar:\n    contents:\n'
+                                              '      - index.ipynb\n      - 01_b.ipynb\n')
     (root / 'nbs' / '_quarto.yml').write_text('project:\n  type: website\nformat:\n  html:\n    css: styles.css\n'
                                               'website:\n  title: "tiny"\nmetadata-files: [sidebar.yml]\n')
     (root / 'nbs' / 'styles.css').write_text('.cell { margin-bottom: 1rem; }\n')
@@ -306,12 +319,14 @@ def _tiny_project(root: Path) -> Path:
         code('#|hide\nfrom nbdev.showdoc import show_doc\nSECRET_HIDDEN_MARKER = 1'),
         md('Math $a^2 + b^2 = c^2$ and\n$$\\int_0^1 x\\,dx = \\tfrac12$$\n\nSee [page B](01_b.ipynb#section-two) and '
            '![chart](../figures/chart.png)'),
-        code('#|export\ndef tiny_fn(x:int=1 # the input\n           )->int:\n    "Return `x` plus one, $x+1$."\n    return x + 1'),
+        code('#|export\ndef tiny_fn(x:int=1 # the input\n           )->int:\n'
+             '    "Return `x` plus one, $x+1$."\n    return x + 1'),
         code('print(tiny_fn(41))'),
         code('#|slow\nprint("SLOW_CELL_RAN")'),
         code('import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]); plt.show()'),
     ])
-    b = nbformat.v4.new_notebook(metadata=ks, cells=[md('# Page B'), md('## Section two\nBack to [home](index.ipynb).')])
+    b = nbformat.v4.new_notebook(metadata=ks,
+                                 cells=[md('# Page B'), md('## Section two\nBack to [home](index.ipynb).')])
     nbformat.write(index, root / 'nbs' / 'index.ipynb')
     nbformat.write(b, root / 'nbs' / '01_b.ipynb')
     return root
@@ -336,7 +351,8 @@ def test_tiny_project_end_to_end(tmp_path, browser):
     rep = check_site(out, screenshot=out / 'screenshot-home.png', browser=browser)
     assert not rep.problems, rep.problems
     info = rep.pages['index.html'].info
-    assert info['math'] == 3 and info['katex'] == 3, info      # two formulas in the markdown, one in tiny_fn's docstring
+    # two formulas in the markdown, one in tiny_fn's docstring
+    assert info['math'] == 3 and info['katex'] == 3, info
     assert info['images'] >= 2, info                           # figures/chart.png and the matplotlib plot
     assert [e['id'] for e in info['showDocs']] == ['tiny_fn']
     assert info['sidebar'] == ['Tiny', 'Page B']

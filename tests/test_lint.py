@@ -1,15 +1,21 @@
-"""ruff's pyflakes rules (unused imports and names, undefined names, ...) over the library, the tests and the tools.
-The notebooks' `#|export` cells are checked through the modules nbdev_export writes from them."""
+"""ruff over the sources: pyflakes rules (unused imports and names, undefined names, ...) over the library, the tests
+and the tools, and lines of at most 120 characters where people write code: the notebooks' code cells, the tests and
+the tools. The generated modules are checked by pyflakes only: nbdev writes their `__all__` lines itself."""
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_ruff_pyflakes():
+@pytest.mark.parametrize('rules, paths', [(['--select', 'F'], ['daq', 'tests', 'docs_build', 'benchmarks']),
+                                          (['--select', 'E501', '--line-length', '120'],
+                                           ['nbs', 'tests', 'docs_build', 'benchmarks'])], ids=['pyflakes', 'lines'])
+def test_ruff(rules, paths):
     ruff = Path(sys.executable).parent / 'ruff'
     assert ruff.is_file(), f'{ruff} not found: is the dev extra installed (pip install -e ".[dev]")?'
-    r = subprocess.run([str(ruff), 'check', '--select', 'F', '--no-cache', '--output-format', 'concise',
-                        'daq', 'tests', 'docs_build', 'benchmarks'], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run([str(ruff), 'check', *rules, '--no-cache', '--output-format', 'concise', *paths], cwd=REPO,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

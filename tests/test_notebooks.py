@@ -45,19 +45,21 @@ TST_FLAGS = frozenset(f.lower() for f in SETTINGS.get('tst_flags', '').split())
 def tool(name: str) -> str:
     "Console script `name` of this interpreter's environment (not whatever comes first on PATH)."
     path = BIN_DIR / name
-    if not path.is_file(): pytest.fail(f'{name} not found in {BIN_DIR}; is the dev extra installed (pip install -e ".[dev]")?')
+    if not path.is_file():
+        pytest.fail(f'{name} not found in {BIN_DIR}; is the dev extra installed (pip install -e ".[dev]")?')
     return str(path)
 
 
 def subprocess_env() -> dict:
-    "os.environ with this interpreter's bin dir first on PATH, minus nbdev's IN_TEST (which makes nbdev_export a no-op)."
+    "os.environ with this interpreter's bin dir first on PATH, minus nbdev's IN_TEST (it makes nbdev_export a no-op)."
     env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
     env['PATH'] = os.pathsep.join([str(BIN_DIR), env.get('PATH', '')])
     return env
 
 
 def run(cmd, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
 
 
 def notebooks():
@@ -108,7 +110,8 @@ def papermill_overrides() -> dict:
 def _assigned_names(src: str) -> set:
     names = set()
     for node in ast.parse(src).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
     return names
 
@@ -181,7 +184,8 @@ def walk_files(root: Path) -> list:
     rules, out = _gitignore_rules(root), []
     for d, dirs, files in os.walk(root):
         rd = PurePosixPath(Path(d).relative_to(root).as_posix())
-        dirs[:] = [x for x in dirs if x != '.git' and not _ignored(rd / x if str(rd) != '.' else PurePosixPath(x), True, rules)]
+        dirs[:] = [x for x in dirs
+                   if x != '.git' and not _ignored(rd / x if str(rd) != '.' else PurePosixPath(x), True, rules)]
         out += [str(rd / f if str(rd) != '.' else PurePosixPath(f)) for f in files
                 if not _ignored(rd / f if str(rd) != '.' else PurePosixPath(f), False, rules)]
     return sorted(out)
@@ -192,8 +196,10 @@ def project_files(repo: Path) -> list:
     if shutil.which('git') and (repo / '.git').exists():
         res = subprocess.run(['git', 'ls-files', '-z', '-co', '--exclude-standard'], cwd=repo, capture_output=True)
         if res.returncode == 0:
-            return sorted({os.fsdecode(p) for p in res.stdout.split(b'\0') if p and (repo / os.fsdecode(p)).is_file()})
-        warnings.warn(f'git ls-files failed ({res.stderr.decode(errors="replace").strip()}); listing files by .gitignore')
+            return sorted({os.fsdecode(p) for p in res.stdout.split(b'\0')
+                           if p and (repo / os.fsdecode(p)).is_file()})
+        warnings.warn(f'git ls-files failed ({res.stderr.decode(errors="replace").strip()}); '
+                      'listing files by .gitignore')
     return walk_files(repo)
 
 
@@ -203,7 +209,8 @@ def _is_generated(path: Path) -> bool:
 
 
 def _diff(a: Path, b: Path, name: str, n: int = 30) -> str:
-    try: lines = list(difflib.unified_diff(a.read_text(encoding='utf-8').splitlines(), b.read_text(encoding='utf-8').splitlines(),
+    try: lines = list(difflib.unified_diff(a.read_text(encoding='utf-8').splitlines(),
+                                           b.read_text(encoding='utf-8').splitlines(),
                                            f'repo/{name}', f'after/{name}', lineterm='', n=1))
     except UnicodeDecodeError: return f'  (binary, {a.stat().st_size} -> {b.stat().st_size} bytes)'
     return '\n'.join(['  ' + l for l in lines[:n]] + (['  ...'] if len(lines) > n else []))
@@ -236,7 +243,7 @@ def test_export_and_clean_change_nothing(repo, tmp_path):
 
 
 def test_readme_is_not_generated_from_a_notebook(repo):
-    "README.md is written by hand: settings.ini's readme_nb must name no notebook that nbdev_readme would render over it."
+    "README.md is written by hand: settings.ini's readme_nb must name no notebook nbdev_readme would render over it."
     readme_nb = SETTINGS.get('readme_nb', 'index.ipynb')          # nbdev's default is index.ipynb
     assert not (NBS / readme_nb).exists(), f'nbdev_prepare would overwrite README.md with nbs/{readme_nb}'
     assert '.venv/bin/python -m pytest tests -q' in (repo / 'README.md').read_text()
