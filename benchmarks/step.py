@@ -10,6 +10,10 @@ synchronisation inside the step. Methods:
 * ``ste``    -- the same network with ``rounding='ste'`` (round, identity gradient): the cheapest quantized step;
 * ``eager``  -- ``daq`` with ``DAQ_FUSED=0`` (plain PyTorch ops, the reference the fused kernels are tested against).
 
+``--arch resnet18`` times torchvision's ResNet-18 instead (``daq.train.build_model`` of the ``imagenet-r18-w2a2``
+recipe with the bits of ``--bits``, random weights, 1000 classes, 224x224 inputs; the FP net is the same recipe
+without quantizers), with that recipe's optimizers.
+
 Before timing, the script checks that ``daq`` and ``eager`` give the same loss and gradients on the same weights.
 It reports the median and minimum step time per method (methods interleaved round-robin), the ratio to ``fp``,
 images/s, and memory: on CUDA the peak allocated memory during a step; everywhere, the bytes autograd saves for
@@ -19,6 +23,7 @@ Run from the repository root::
 
     python benchmarks/step.py                                 # CPU, batch 128, 1 bit
     python benchmarks/step.py --device cuda --batch 256 --channels-last
+    python benchmarks/step.py --arch resnet18 --bits 2 --batch 32 --methods fp,daq
 """
 import argparse, statistics, sys, time, warnings
 from pathlib import Path
@@ -32,32 +37,49 @@ sys.path.insert(0, str(HERE))
 # shared helpers of the quantizer benchmark
 from dasr import daq_fused, machine_info, CpuShare, sync, setup_device, write_record
 from daq.models import resnet20
-from daq.train import get_recipe, make_optimizers, check_compiled_gradients
+from daq.train import get_recipe, build_model, make_optimizers, check_compiled_gradients
 from daq.dasr import check_bits
 from daq.quant import DAQConv2d
 
 METHODS = ('fp', 'daq', 'ste', 'eager')
+# arch -> (title, the recipe its networks come from (None: resnet20 as below), default input size, classes)
+ARCHS = {'resnet20': ('ResNet-20, CIFAR-10 shapes', None, 32, 10),
+         'resnet18': ('ResNet-18, ImageNet shapes', 'imagenet-r18-w2a2', 224, 1000)}
 
 
-def build(method: str, bits: int, device: torch.device, channels_last: bool, save_levels=None, seed: int = 0):
+def imagenet_recipe(arch: str, method: str, bits: int):
+    "The `arch`'s ImageNet recipe for `method`: its bits (none for fp), STE rounding for ste, random initial weights."
+    fp = method == 'fp'
+    return get_recipe(ARCHS[arch][1], wbits=None if fp else bits, abits=None if fp else bits, init=None,
+                      rounding='ste' if method == 'ste' else 'dasr')
+
+
+def build(method: str, bits: int, device: torch.device, channels_last: bool, save_levels=None, seed: int = 0,
+          arch: str = 'resnet20'):
     "(model, optimizers, DAQ_FUSED mode) for `method`, weights from `seed` (the same for every quantized method)."
     torch.manual_seed(seed)
-    if method == 'fp': model = resnet20(None, None)
+    if arch != 'resnet20':
+        recipe = imagenet_recipe(arch, method, bits)
+        model = build_model(recipe)
+    elif method == 'fp': model = resnet20(None, None)
     else: model = resnet20(bits, bits, rounding='ste' if method == 'ste' else 'dasr')
     for m in model.modules():
         if isinstance(m, DAQConv2d): m.save_levels = save_levels
     model = model.to(device)
     if channels_last: model = model.to(memory_format=torch.channels_last)
-    recipe = get_recipe('cifar10-fp' if method == 'fp' else 'cifar10-w1a1', wbits=None if method == 'fp' else bits,
-                        abits=None if method == 'fp' else bits)
+    if arch == 'resnet20':
+        recipe = get_recipe('cifar10-fp' if method == 'fp' else 'cifar10-w1a1',
+                            wbits=None if method == 'fp' else bits, abits=None if method == 'fp' else bits)
     optimizers, _ = make_optimizers(model, recipe)
     return model.train(), optimizers, '0' if method == 'eager' else 'auto'
 
 
-def make_batch(batch: int, device: torch.device, channels_last: bool, seed: int = 0):
+def make_batch(batch: int, device: torch.device, channels_last: bool, seed: int = 0, size: int = 32,
+               classes: int = 10):
     "A normalized-image-like batch and labels."
     g = torch.Generator().manual_seed(seed)
-    x, y = torch.randn(batch, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (batch,), generator=g).to(device)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    y = torch.randint(0, classes, (batch,), generator=g).to(device)
     return (x.to(memory_format=torch.channels_last) if channels_last else x), y
 
 
@@ -71,11 +93,11 @@ def train_step(model, optimizers, x, y, amp_dtype=None):
     return loss
 
 
-def check_daq_matches_eager(bits, device, channels_last, x, y, save_levels=None):
+def check_daq_matches_eager(bits, device, channels_last, x, y, save_levels=None, arch='resnet20'):
     "Raise unless the fused and eager DAQ paths give the same loss and gradients from the same weights."
     grads = {}
     for mode in ('auto', '0'):
-        model, _, _ = build('daq', bits, device, channels_last, save_levels)
+        model, _, _ = build('daq', bits, device, channels_last, save_levels, arch=arch)
         with daq_fused(mode):
             model(x)                                  # data-dependent quantizer init (first training forward)
             loss = F.cross_entropy(model(x), y)
@@ -144,6 +166,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda' / 'cuda:N'")
+    p.add_argument('--arch', choices=list(ARCHS), default='resnet20',
+                   help='resnet20 (default; CIFAR-10 shapes) or resnet18 (torchvision, ImageNet shapes)')
+    p.add_argument('--image-size', type=int, default=None,
+                   help="input height and width (default the arch's: 32 for resnet20, 224 for resnet18)")
     p.add_argument('--batch', type=int, default=None, help='batch size (default 128 on CPU, 256 on CUDA)')
     p.add_argument('--bits', type=int, default=1,
                    help='weight and activation bits of the quantized methods (default 1)')
@@ -168,6 +194,8 @@ def parse_args(argv=None):
     if bad: p.error(f"unknown method(s) {bad}; choose from {METHODS}")
     args.methods = ['fp'] + [m for m in methods if m != 'fp']
     if args.repeats < 1 or args.warmup < 1: p.error('--repeats and --warmup must be >= 1')
+    if args.image_size is None: args.image_size = ARCHS[args.arch][2]
+    if args.image_size < 32: p.error('--image-size must be >= 32')
     return args
 
 
@@ -178,24 +206,26 @@ def main(argv=None):
     amp_dtype = {None: None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.amp]
     warnings.filterwarnings('ignore', message='Converting a tensor with requires_grad=True to a scalar')
     info = machine_info(device)
-    print(f"# daq training-step benchmark (ResNet-20, CIFAR-10 shapes) -- {info['date']}")
+    title, _, _, classes = ARCHS[args.arch]
+    print(f"# daq training-step benchmark ({title}) -- {info['date']}")
     print(f"# cpu: {info['cpu']} ({info['cores']} cores, capability {info['cpu_capability']}), "
           f"torch threads: {info['threads']}")
     print(f"# device: {info['device']} ({info['device_name']}), torch {info['torch']}, "
           f"python {info['python']}, git {info['git']}")
     print(f"# load average at start: {info['load_average_at_start']}")
+    size = '' if (args.arch, args.image_size) == ('resnet20', 32) else f", {args.image_size}x{args.image_size} inputs"
     print(f"# batch={args.batch}, W{args.bits}A{args.bits}, channels_last={args.channels_last}, amp={args.amp}, "
-          f"save_levels={args.save_levels}, compile={args.compile}, warmup={args.warmup}, repeats={args.repeats}",
-          flush=True)
-    x, y = make_batch(args.batch, device, args.channels_last)
+          f"save_levels={args.save_levels}, compile={args.compile}, warmup={args.warmup}, repeats={args.repeats}"
+          f"{size}", flush=True)
+    x, y = make_batch(args.batch, device, args.channels_last, size=args.image_size, classes=classes)
     save_levels = {'auto': None, 'on': True, 'off': False}[args.save_levels]
     quantized = [m for m in args.methods if m != 'fp']
     if 'daq' in quantized and 'eager' in quantized:
         t0 = time.perf_counter()
-        check_daq_matches_eager(args.bits, device, args.channels_last, x, y, save_levels)
+        check_daq_matches_eager(args.bits, device, args.channels_last, x, y, save_levels, args.arch)
         print(f"# daq (fused) == eager: same loss and gradients ({time.perf_counter() - t0:.1f} s incl. compilation)",
               flush=True)
-    setups = {m: build(m, args.bits, device, args.channels_last, save_levels) for m in args.methods}
+    setups = {m: build(m, args.bits, device, args.channels_last, save_levels, arch=args.arch) for m in args.methods}
     if args.compile:
         t0 = time.perf_counter()
         errors = check_compiled_gradients(setups[quantized[0] if quantized else 'fp'][0], x[:8], y[:8])

@@ -15,6 +15,7 @@ import torchvision
 import torchvision.transforms as T
 from PIL import Image
 from tqdm.auto import tqdm
+from .dasr import patch_to
 from .shared import IMAGENET_MEAN, IMAGENET_STD, read_image_npz
 
 # %% ../nbs/04_data.ipynb #ddd0d875
@@ -225,33 +226,51 @@ class DeviceLoader:
     "Batches of (normalized images, labels) from uint8 tensors on a device, optionally shuffled and augmented."
     def __init__(self, images:torch.Tensor, # uint8 N x 3 x H x W
                  labels:torch.Tensor, # int64 N
-                 batch_size:int=256, # images per batch (the last batch may be smaller)
+                 batch_size:int=256, # images per batch, over all processes (the last batch may be smaller)
                  train:bool=True, # shuffle and augment (crop + flip)
                  device='cpu', # where batches are built and returned
                  seed:int=0, # base seed of the per-epoch order and augmentation
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 rank:int=0, # this process among `world_size` (torchrun): it gets its slice of every batch
+                 world_size:int=1): # processes sharing each batch
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 N x C x H x W, got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels): raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size: raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+        if train and batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {world_size} processes")
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.train, self.seed, self.mean, self.std, self.epoch = batch_size, train, seed, mean, std, 0
+        self.rank, self.world_size = rank, world_size
 
-    def __len__(self): return (len(self.images) + self.batch_size - 1) // self.batch_size
+@patch_to(DeviceLoader)
+def __len__(self) -> int:
+    "Batches per epoch; under torchrun a training epoch drops its last, partial batch."
+    n, b = len(self.images), self.batch_size
+    return n // b if self.train and self.world_size > 1 else (n + b - 1) // b
 
-    def set_epoch(self, epoch:int):
-        "Choose which epoch's order and augmentation the next iteration serves."
-        self.epoch = epoch
+@patch_to(DeviceLoader)
+def set_epoch(self, epoch:int):
+    "Choose which epoch's order and augmentation the next iteration serves."
+    self.epoch = epoch
 
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        n = len(self.images)
-        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size].to(self.images.device)
-            x = self.images[idx]
-            x = augment_batch(x, g, mean=self.mean, std=self.std) if self.train else normalize(x, self.mean, self.std)
-            yield x, self.labels[idx]
+# %% ../nbs/04_data.ipynb #117d65dd
+@patch_to(DeviceLoader)
+def __iter__(self):
+    g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    n = len(self.images)
+    order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+    for i in range(0, len(self) * self.batch_size, self.batch_size):
+        idx = order[i:i + self.batch_size].to(self.images.device)
+        x, y = self.images[idx], self.labels[idx]
+        # every process draws the whole batch's augmentation, so the order and the crops never depend on N
+        x = augment_batch(x, g, mean=self.mean, std=self.std) if self.train else normalize(x, self.mean, self.std)
+        if self.world_size > 1:
+            mine = torch.arange(len(idx), device=x.device).tensor_split(self.world_size)[self.rank]
+            if not len(mine): continue                   # an evaluation batch smaller than the process count
+            x, y = x[mine], y[mine]
+        yield x, y
 
 # %% ../nbs/04_data.ipynb #77db696f
 def imagenet_transform(train:bool, size:int=224, resize:int=256, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
@@ -260,17 +279,29 @@ def imagenet_transform(train:bool, size:int=224, resize:int=256, mean=IMAGENET_M
     return T.Compose(aug + [T.ToTensor(), T.Normalize(mean, std)])
 
 def imagenet_loaders(root, # folder with train/<class>/* and val/<class>/*
-                     batch_size:int=256, workers:int=8, size:int=224, resize:int=256) -> tuple:
-    "(train, val) `DataLoader`s over an ImageNet-style ImageFolder tree."
+                     batch_size:int=256, # images per batch, over all processes
+                     workers:int=8, # DataLoader worker processes (persistent), each
+                     size:int=224, resize:int=256, # crop size; evaluation's resize before its center crop
+                     rank:int=0, world_size:int=1, # this process among `world_size` (torchrun)
+                     seed:int=0 # the distributed sampler's shuffling seed
+                    ) -> tuple:
+    "(train, val) `DataLoader`s over an ImageNet-style ImageFolder tree; each process's share under torchrun."
     root = Path(root)
     for split in ('train', 'val'):
         if not (root / split).is_dir() or not any((root / split).iterdir()):
             raise FileNotFoundError(f"{root / split} is missing or empty: expected {root}/train/<class>/*.JPEG and "
                                     f"{root}/val/<class>/*.JPEG (torchvision ImageFolder layout)")
+    if batch_size % world_size: raise ValueError(f"batch_size {batch_size} does not split over {world_size} processes")
     train = torchvision.datasets.ImageFolder(root / 'train', imagenet_transform(True, size, resize))
     val = torchvision.datasets.ImageFolder(root / 'val', imagenet_transform(False, size, resize))
     if train.classes != val.classes: raise ValueError(f"train/ and val/ under {root} have different classes")
-    mk = lambda ds, shuffle: torch.utils.data.DataLoader(ds, batch_size, shuffle=shuffle, num_workers=workers,
-                                                         pin_memory=torch.cuda.is_available(), drop_last=shuffle,
-                                                         persistent_workers=workers > 0)
-    return mk(train, True), mk(val, False)
+    kw = dict(batch_size=batch_size // world_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
+              persistent_workers=workers > 0)
+    if world_size == 1:
+        return (torch.utils.data.DataLoader(train, shuffle=True, drop_last=True, **kw),
+                torch.utils.data.DataLoader(val, **kw))
+    sampler = torch.utils.data.DistributedSampler(train, world_size, rank, shuffle=True, seed=seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(train, sampler=sampler, drop_last=True, **kw)
+    loader.set_epoch = sampler.set_epoch                   # `train` calls it each epoch: a new order per epoch
+    mine = torch.utils.data.Subset(val, range(rank, len(val), world_size))   # every image once, none padded
+    return loader, torch.utils.data.DataLoader(mine, **kw)

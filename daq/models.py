@@ -51,6 +51,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)  # present in the authors' state_dicts, unused in their forward pass
+        self.bn1.requires_grad_(False)  # so every trainable parameter gets a gradient (DistributedDataParallel)
         self.layer1 = Stage(16, 16, blocks_per_stage, 1, make_conv)
         self.layer2 = Stage(16, 32, blocks_per_stage, 2, make_conv)
         self.layer3 = Stage(32, 64, blocks_per_stage, 2, make_conv)

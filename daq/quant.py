@@ -5,12 +5,14 @@
 # %% auto #0
 __all__ = ['standardize', 'clip_to_levels', 'level_map', 'quantize_with', 'quantize_reference', 'QuantizeFunction',
            'quantize_weight', 'quantize_act', 'ScaledWeightFunction', 'quantize_scaled_weight', 'saved_as_levels',
-           'DAQConv2d', 'quantize_weights_first', 'quantize_model', 'split_quantizer_parameters']
+           'global_mean', 'global_std', 'DAQConv2d', 'quantize_weights_first', 'quantize_model',
+           'split_quantizer_parameters']
 
 # %% ../nbs/01_quant.ipynb #04d9553f
 import contextlib, functools, math
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 from .dasr import (check_bits, check_positive, round_half_down, _dasr_slope, dasr_reference,
                       fused, Rounding, DASR, as_rounding, patch_to)
 
@@ -283,6 +285,30 @@ def saved_as_levels(q:torch.Tensor, # activation quantized to levels k/n, e.g. `
     def unpack(p): return fused(_from_levels)(p[0], n).to(p[1]) if isinstance(p, tuple) else p
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack): yield stored
 
+# %% ../nbs/01_quant.ipynb #6486a2e1
+def _world_size() -> int:
+    "How many processes train together (`torch.distributed`); 1 without it."
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def _summed(*values:torch.Tensor) -> torch.Tensor:
+    "The 0-d `values`, in float64, summed over the processes."
+    s = torch.stack([v.to(torch.float64) for v in values])
+    dist.all_reduce(s)
+    return s
+
+def global_mean(t:torch.Tensor) -> torch.Tensor:
+    "`t.mean()` over the global batch of all processes (just `t.mean()` in one process)."
+    if _world_size() == 1: return t.mean()
+    s = _summed(t.sum(dtype=torch.float64), torch.tensor(t.numel(), device=t.device))
+    return (s[0] / s[1]).to(t.dtype)
+
+def global_std(t:torch.Tensor) -> torch.Tensor:
+    "`t.std()` (unbiased) over the global batch of all processes: the global mean first, then the squared deviations."
+    if _world_size() == 1: return t.std()
+    mean = global_mean(t)
+    s = _summed(((t - mean) ** 2).sum(dtype=torch.float64), torch.tensor(t.numel(), device=t.device))
+    return (s[0] / (s[1] - 1)).sqrt().to(t.dtype)
+
 # %% ../nbs/01_quant.ipynb #f353ed80
 class DAQConv2d(nn.Conv2d):
     "`nn.Conv2d` with DAQ-quantized weights and input activations."
@@ -306,6 +332,9 @@ class DAQConv2d(nn.Conv2d):
         kw = dict(device=device, dtype=dtype)
         self.uW = nn.Parameter(torch.tensor(3.0, **kw)); self.lW = nn.Parameter(torch.tensor(-3.0, **kw))
         self.beta = nn.Parameter(torch.tensor(1.0, **kw)); self.uA = nn.Parameter(torch.tensor(3.0, **kw))
+        # a range a configuration never uses is no trainable parameter: every one left gets a gradient (DDP)
+        for p in ((self.lW, self.uW) if wbits is None else ()) + ((self.uA,) if abits is None else ()):
+            p.requires_grad_(False)
         self.register_buffer('init', torch.tensor(1, device=device))
         self._check_init = True        # read `init` on the next training forward (then never again until reloaded)
         self._ready_weight = None      # (key, weight) from `prepare_weight`, taken by the next forward
@@ -396,14 +425,14 @@ def quantized_input(self, x:torch.Tensor, soft:bool=False) -> torch.Tensor:
 @patch_to(DAQConv2d)
 @torch.no_grad()
 def initialize(self, x:torch.Tensor) -> bool:
-    "The authors' data-dependent initialisation from a training input `x`; False (nothing done) if `x` has no spread."
-    u_a, n = 3 * x.std(), check_bits(self.abits) if self.abits else 1
+    "The authors' data-dependent initialisation from `x` (all processes' inputs under torchrun); False if no spread."
+    u_a, n = 3 * global_std(x), check_bits(self.abits) if self.abits else 1
     tiny, big = _range_limits(torch.promote_types(x.dtype, torch.float32), self.uA.dtype)
     # read on the host, once per layer: no spread (all zeros, a constant, NaN) would make u_A no valid bound
     if not tiny * n <= float(u_a) <= big: return False
     self.lW.fill_(-3.0); self.uW.fill_(3.0); self.uA.copy_(u_a)
-    full = self._conv_forward(x, self.weight, None).abs().mean()
-    quant = self._conv_forward(self.quantized_input(x), self.quantized_weight(), None).abs().mean()
+    full = global_mean(self._conv_forward(x, self.weight, None).abs())
+    quant = global_mean(self._conv_forward(self.quantized_input(x), self.quantized_weight(), None).abs())
     self.beta.copy_(torch.where(quant > 0, full / quant, 1.0))
     self.init.fill_(0)
     return True

@@ -9,13 +9,15 @@ __all__ = ['QUANTIZER_KEYS', 'SCHEDULE_FIELDS', 'Recipe', 'recipes', 'check_reci
            'check_compiled_gradients', 'plot_run', 'train_parser', 'train_cli']
 
 # %% ../nbs/05_train.ipynb #f7dfa4a9
-import argparse, copy, dataclasses, hashlib, json, math, os, platform, random, subprocess, time, warnings
+import argparse, contextlib, copy, dataclasses, hashlib, json, math, os, platform, random, subprocess, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .dasr import dasr_constants
 from .quant import DAQConv2d, split_quantizer_parameters
@@ -214,6 +216,15 @@ def _step(model:nn.Module, x, y, optimizers:list, dtype, step:int) -> tuple:
     for o in optimizers: o.step()
     return out, loss.detach()
 
+# %% ../nbs/05_train.ipynb #78ca62c6
+def _all_summed(*values) -> list:
+    "Python numbers summed over the processes of a torchrun job (unchanged in one process)."
+    if not (dist.is_available() and dist.is_initialized()): return list(values)
+    on = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+    t = torch.tensor(values, dtype=torch.float64, device=on)
+    dist.all_reduce(t)
+    return t.tolist()
+
 # %% ../nbs/05_train.ipynb #06313662
 def train_epoch(model:nn.Module, loader, optimizers:list, device, desc:str='train', progress:bool=True,
                 amp:str|None=None, # None (float32) or 'bf16' (bfloat16 autocast)
@@ -237,14 +248,17 @@ def train_epoch(model:nn.Module, loader, optimizers:list, device, desc:str='trai
             if not math.isfinite(recent): raise _diverged(f"the loss is {recent} at step {i + 1}")
             if progress: bar.set_postfix(loss=f"{recent:.3f}", acc=f"{correct.item() / seen:.1%}")
     losses = torch.stack(losses).tolist()
-    wall = time.perf_counter() - t0
-    if not math.isfinite(mean := float(np.mean(losses))): raise _diverged(f"the epoch's mean loss is {mean}")
-    return dict(loss=mean, acc=correct.item() / seen, step_losses=losses, wall_s=wall, images_per_s=seen / wall)
+    wall, mean, correct = time.perf_counter() - t0, float(np.mean(losses)), correct.item()
+    if dist.is_initialized():                           # the epoch's numbers over all processes (torchrun)
+        total, steps, correct, seen = _all_summed(sum(losses), len(losses), correct, seen)
+        mean = total / steps
+    if not math.isfinite(mean): raise _diverged(f"the epoch's mean loss is {mean}")
+    return dict(loss=mean, acc=correct / seen, step_losses=losses, wall_s=wall, images_per_s=seen / wall)
 
 # %% ../nbs/05_train.ipynb #c151fba1
 @torch.no_grad()
 def evaluate(model:nn.Module, loader, device, amp:str|None=None, channels_last:bool=False) -> dict:
-    "Mean cross-entropy and top-1 accuracy over `loader`, in eval mode."
+    "Mean cross-entropy and top-1 accuracy over `loader` (summed over the processes of a torchrun job), in eval mode."
     device, dtype = torch.device(device), _amp_dtype(amp)
     model.eval()
     acc_dtype = torch.float32 if device.type == 'mps' else torch.float64        # MPS has no float64
@@ -255,7 +269,8 @@ def evaluate(model:nn.Module, loader, device, amp:str|None=None, channels_last:b
         if channels_last: x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None): out = model(x)
         loss += F.cross_entropy(out.float(), y, reduction='sum'); correct += (out.argmax(1) == y).sum(); seen += len(y)
-    return dict(loss=loss.item() / seen, acc=correct.item() / seen)
+    loss, correct, seen = _all_summed(loss.item(), correct.item(), seen)
+    return dict(loss=loss / seen, acc=correct / seen)
 
 # %% ../nbs/05_train.ipynb #d71fdba2
 def rng_state() -> dict:
@@ -319,6 +334,23 @@ def data_record(source, # a data file or folder
                     listing_sha256=hashlib.sha256(json.dumps(files).encode()).hexdigest())
     return dict(name=p.name)
 
+# %% ../nbs/05_train.ipynb #09745430
+def _join_torchrun(device:torch.device) -> tuple:
+    "(rank, world size, device) of this process: joins the `torchrun` job it was started in, if any."
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world == 1: return 0, 1, device
+    if device.type == 'cuda':
+        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0'))); torch.cuda.set_device(device)
+    if not dist.is_initialized(): dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return dist.get_rank(), dist.get_world_size(), device
+
+def _check_processes(recipe:Recipe, world:int, sync_bn:bool, device:torch.device):
+    if recipe.batch_size % world or recipe.batch_size // world < 2:
+        raise ValueError(f"batch_size={recipe.batch_size} does not split over {world} processes into batches of at "
+                         "least two images; use a multiple of the process count")
+    if sync_bn and device.type != 'cuda':
+        raise ValueError("sync_bn (--sync-bn) needs GPUs: torch's SyncBatchNorm runs on CUDA devices only")
+
 # %% ../nbs/05_train.ipynb #f0bb02a4
 def _run_config(recipe:Recipe, data, subset, test_subset) -> dict:
     config = dict(recipe=asdict(recipe), data=data_record(data, listing=recipe.dataset == 'cifar10'), subset=subset,
@@ -335,9 +367,9 @@ def _exact_test_record(model:nn.Module, best_path:Path, path, device) -> dict:
     return dict(data=data_record(path), images=len(images), final_acc=final,
                 best_acc=accuracy(best_model, images, labels))
 
-def _loaders(recipe:Recipe, data, subset, test_subset, device, download:bool, workers:int):
+def _loaders(recipe:Recipe, data, subset, test_subset, device, download:bool, workers:int, rank:int=0, world:int=1):
     if recipe.dataset == 'imagenet':
-        return imagenet_loaders(data, recipe.batch_size, workers)
+        return imagenet_loaders(data, recipe.batch_size, workers, rank=rank, world_size=world, seed=recipe.seed)
     if Path(data).suffix == '.npz':
         warnings.warn(f"{Path(data).name} holds one set of images: this run trains and tests on the same images, so "
                       "its test accuracy is a training accuracy (config.json says test_is_train)")
@@ -345,8 +377,8 @@ def _loaders(recipe:Recipe, data, subset, test_subset, device, download:bool, wo
     te_x, te_y = cifar10_arrays(data, 'test', download=download)
     if subset is not None: i = balanced_subset(tr_y, subset, recipe.seed); tr_x, tr_y = tr_x[i], tr_y[i]
     if test_subset is not None: i = balanced_subset(te_y, test_subset, recipe.seed); te_x, te_y = te_x[i], te_y[i]
-    return (DeviceLoader(tr_x, tr_y, recipe.batch_size, True, device, recipe.seed),
-            DeviceLoader(te_x, te_y, 1000, False, device))
+    return (DeviceLoader(tr_x, tr_y, recipe.batch_size, True, device, recipe.seed, rank=rank, world_size=world),
+            DeviceLoader(te_x, te_y, 1000, False, device, rank=rank, world_size=world))
 
 def _initial_checkpoint(recipe:Recipe, shared=None):
     if recipe.init in (None, 'torchvision'): return None
@@ -400,11 +432,11 @@ def _stored_checkpoint(run_dir:Path, config:dict, force:bool) -> dict|None:
                          "or force=True / --force to resume anyway")
     return ckpt
 
-def _compiled(model:nn.Module, test_loader, device) -> nn.Module:
-    "`torch.compile(model)`, once `check_compiled_gradients` has passed on a few test images (a non-random loader)."
+def _compiled(model:nn.Module, step:nn.Module, test_loader, device) -> nn.Module:
+    "`torch.compile(step)`, once `check_compiled_gradients` has passed for `model` on a few test images."
     x, y = next(iter(test_loader))
     check_compiled_gradients(model, x[:8].to(device), y[:8].to(device))
-    return torch.compile(model)                      # same parameters: checkpoints save `model`
+    return torch.compile(step)                       # same parameters: checkpoints save `model`
 
 # %% ../nbs/05_train.ipynb #ee416c92
 @dataclass
@@ -420,6 +452,8 @@ class _Run:
     schedulers:list
     loaders:tuple                             # (training, test)
     settings:dict                             # amp, channels_last, progress
+    rank:int                                  # this process in a torchrun job (0: the one that writes)
+    world:int                                 # processes in the job
     best:dict                                 # best test accuracy so far and its epoch
     history:list                              # the metrics records so far
     wall_before:float                         # seconds trained before this process resumed the run
@@ -438,23 +472,32 @@ def _resume(ckpt:dict|None, model:nn.Module, optimizers:list, schedulers:list, r
     return ckpt['epoch'], ckpt['best'], ckpt['wall_s'], history
 
 # %% ../nbs/05_train.ipynb #b0a5ce31
+def _step_model(model:nn.Module, device:torch.device, world:int, compile:bool, test_loader) -> nn.Module:
+    "What training steps call: `model`, in `DistributedDataParallel` under torchrun, compiled if asked."
+    step = model if world == 1 else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == 'cuda' else None)
+    return _compiled(model, step, test_loader, device) if compile else step
+
 def _open_run(recipe:Recipe, data, run_dir:Path, device:torch.device, *, subset, test_subset, force, download,
-              shared, workers, amp, channels_last, compile, progress) -> tuple:
+              shared, workers, amp, channels_last, compile, progress, sync_bn, rank, world) -> tuple:
     "(the run's state, first epoch to train): a new run built, or a stored one resumed exactly."
     config = {**_run_config(recipe, data, subset, test_subset), **({'amp': amp} if amp else {})}
     ckpt = _stored_checkpoint(run_dir, config, force)
     torch.manual_seed(recipe.seed); random.seed(recipe.seed); np.random.seed(recipe.seed)
     model = build_model(recipe).to(device)
+    if sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if channels_last: model = model.to(memory_format=torch.channels_last)
     if ckpt is None and (init := _initial_checkpoint(recipe, shared)) is not None: initialize_from(model, init)
     optimizers, schedulers = make_optimizers(model, recipe)
-    loaders = _loaders(recipe, data, subset, test_subset, device, download, workers)
-    step_model = _compiled(model, loaders[1], device) if compile else model
+    loaders = _loaders(recipe, data, subset, test_subset, device, download, workers, rank, world)
     start, best, wall_before, history = _resume(ckpt, model, optimizers, schedulers, run_dir)
-    write_metrics(run_dir, history)
-    write_atomic(run_dir / 'config.json', json.dumps(config, indent=1).encode())
-    run = _Run(recipe, run_dir, config, device, model, step_model, optimizers, schedulers, loaders,
-               dict(amp=amp, channels_last=channels_last, progress=progress), best, history, wall_before)
+    step = _step_model(model, device, world, compile, loaders[1])
+    if rank == 0:
+        write_metrics(run_dir, history)
+        write_atomic(run_dir / 'config.json', json.dumps(config, indent=1).encode())
+    run = _Run(recipe, run_dir, config, device, model, step, optimizers, schedulers, loaders,
+               dict(amp=amp, channels_last=channels_last, progress=progress and rank == 0), rank, world, best,
+               history, wall_before)
     return run, start
 
 def _clear_run(run_dir:Path):
@@ -487,7 +530,8 @@ def _epoch(run:_Run, epoch:int) -> dict:
     tr = train_epoch(run.step_model, train_loader, run.optimizers, run.device, f"epoch {epoch + 1}",
                      run.settings['progress'], amp, channels_last)
     t_eval = time.perf_counter()
-    try: te = evaluate(run.step_model, test_loader, run.device, amp, channels_last)
+    evaluated = run.model if run.world > 1 else run.step_model        # each process its own share of the test set
+    try: te = evaluate(evaluated, test_loader, run.device, amp, channels_last)
     except ValueError as e:                              # a quantizer refusing NaN bounds
         if _all_finite(run.model): raise
         raise _diverged(f"the parameters are not finite after epoch {epoch + 1}") from e
@@ -498,7 +542,8 @@ def _epoch(run:_Run, epoch:int) -> dict:
                             epoch_wall_s=tr['wall_s'], images_per_s=tr['images_per_s'],
                             eval_wall_s=time.perf_counter() - t_eval,
                             total_wall_s=time.perf_counter() - t_epoch))        # training + evaluation
-    _save_epoch(run, epoch, te['acc'])
+    if run.rank == 0: _save_epoch(run, epoch, te['acc'])
+    else: run.best = max(run.best, dict(acc=te['acc'], epoch=epoch), key=lambda b: b['acc'])
     return run.history[-1]
 
 # %% ../nbs/05_train.ipynb #51e7bca0
@@ -508,9 +553,12 @@ def _finish(run:_Run, exact_test, **settings) -> dict:
     summary = dict(recipe=run.recipe.name, epochs=len(m), last_acc=m[-1]['test_acc'] if m else None,
                    best_acc=run.best['acc'], best_epoch=run.best['epoch'], commit=git_commit(here),
                    torch=torch.__version__, device=device_name(run.device), threads=torch.get_num_threads(),
-                   seed=run.recipe.seed, wall_s=run.wall_s(), data=run.config['data'], **settings,
+                   seed=run.recipe.seed, wall_s=run.wall_s(), data=run.config['data'], world_size=run.world,
+                   backend=dist.get_backend() if run.world > 1 else None,
+                   per_process_batch=run.recipe.batch_size // run.world, **settings,
                    **({'test_is_train': True} if run.config.get('test_is_train') else {}),
                    finished=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+    if run.rank != 0: return summary                     # process 0 evaluates the exact test set and writes
     if exact_test is not None and m:
         summary['exact_test'] = _exact_test_record(run.model, run.dir / 'best.pt', exact_test, run.device)
     write_atomic(run.dir / 'summary.json', json.dumps(summary, indent=1).encode())
@@ -520,7 +568,7 @@ def _finish(run:_Run, exact_test, **settings) -> dict:
 def train(recipe:Recipe, # what to train (see `get_recipe`)
           data, # CIFAR-10 source (see `cifar10_arrays`) or ImageNet root
           run_dir, # folder of this run: created, or resumed if it holds last.pt
-          *, device='cpu', # training device
+          *, device='cpu', # training device (under torchrun: each process its local GPU)
           subset:int|None=None, # train on a class-balanced subset of this many images
           test_subset:int|None=None, # evaluate on a class-balanced subset of the test set
           force:bool=False, # resume even if the stored config differs (not its schedule: see `SCHEDULE_FIELDS`)
@@ -532,25 +580,29 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
           amp:str|None=None, # 'bf16': bfloat16 autocast (changes low-bit results: see "Speed settings"; in the config)
           channels_last:bool=False, # NHWC model and batches (faster convolutions on GPUs; refused on CPU)
           compile:bool=False, # `torch.compile` the model, after `check_compiled_gradients` (compiles for minutes first)
+          sync_bn:bool=False, # under torchrun: batch norm over the global batch (`SyncBatchNorm`, GPUs only)
           exact_test:str|Path|None=None # a lossless `.npz` test set for the final and best models
          ) -> dict:
     "Train `recipe` in `run_dir` (locked while it trains), checkpointing every epoch; returns the run summary."
-    recipe, run_dir, device = check_recipe(recipe), Path(run_dir), torch.device(device)
+    recipe, run_dir = check_recipe(recipe), Path(run_dir)
+    rank, world, device = _join_torchrun(torch.device(device))
+    _check_processes(recipe, world, sync_bn, device)
     _check_run_settings(amp, channels_last, device, subset, test_subset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
-        if restart: _clear_run(run_dir)
+    if rank == 0: run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir) if rank == 0 else contextlib.nullcontext():       # process 0 speaks for the job
+        if restart and rank == 0: _clear_run(run_dir)
+        if world > 1: dist.barrier()
         run, start = _open_run(recipe, data, run_dir, device, subset=subset, test_subset=test_subset, force=force,
-                               download=download, shared=shared, workers=workers, amp=amp,
-                               channels_last=channels_last, compile=compile, progress=progress)
-        epochs = tqdm(range(start, recipe.epochs), desc=recipe.name, disable=not progress, initial=start,
-                      total=recipe.epochs)
+                               download=download, shared=shared, workers=workers, amp=amp, sync_bn=sync_bn,
+                               channels_last=channels_last, compile=compile, progress=progress, rank=rank, world=world)
+        epochs = tqdm(range(start, recipe.epochs), desc=recipe.name, disable=not run.settings['progress'],
+                      initial=start, total=recipe.epochs)
         for epoch in epochs:
             r = _epoch(run, epoch)
             epochs.set_postfix(loss=f"{r['train_loss']:.3f}", test_acc=f"{r['test_acc']:.1%}",
                                best=f"{run.best['acc']:.1%}")
         return _finish(run, exact_test, subset=subset, test_subset=test_subset, amp=amp,
-                       channels_last=channels_last, compile=compile)
+                       channels_last=channels_last, compile=compile, sync_bn=sync_bn)
 
 # %% ../nbs/05_train.ipynb #bf7f73a0
 def _gradients(model:nn.Module, x, y, step=None) -> dict:
@@ -634,6 +686,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the model (GPU speed; minutes of compilation first), '
                         'after checking on a copy, in float64, that it gives the eager gradients')
+    p.add_argument('--sync-bn', action='store_true',
+                   help="under torchrun: batch norm over the global batch (torch's SyncBatchNorm; GPUs only)")
     p.add_argument('--exact-test',
                    help='a lossless .npz test set (e.g. test-exact-1000.npz) for the final and best models')
     p.add_argument('--debug', action='store_true', help='show the Python traceback of an error')
@@ -666,9 +720,9 @@ def _train_main(argv:list) -> dict:
         summary = train(recipe, data, run_dir, device=a.device, subset=a.subset, test_subset=a.test_subset,
                         force=a.force, restart=a.restart, progress=not a.no_progress, download=a.download,
                         shared=a.shared, workers=a.workers, amp=a.amp, channels_last=a.channels_last,
-                        compile=a.compile, exact_test=a.exact_test)
+                        compile=a.compile, sync_bn=a.sync_bn, exact_test=a.exact_test)
     except KeyboardInterrupt: raise _interrupted(run_dir, recipe.epochs) from None
-    print(json.dumps(summary, indent=1))
+    if not dist.is_initialized() or dist.get_rank() == 0: print(json.dumps(summary, indent=1))
     return summary
 
 def train_cli(argv:list|None=None # arguments (default: `sys.argv[1:]`)

@@ -63,3 +63,39 @@ def test_epoch_benchmark(tmp_path):
     assert set(rows) == {'cifar10-w1a1', 'cifar10-fp'}
     assert rows['cifar10-w1a1']['schedule_epochs'] == 400 and rows['cifar10-w1a1']['full_epoch_s'] > 0
     assert '400 epochs estimated at' in stdout
+
+
+def test_step_benchmark_resnet18(tmp_path):
+    "--arch resnet18 at tiny sizes: torchvision ResNet-18 W2A2 from the imagenet-r18-w2a2 recipe vs FP."
+    stdout, result = run_script('step.py', '--arch', 'resnet18', '--bits', '2', '--batch', '2', '--image-size', '64',
+                                '--methods', 'fp,daq,eager', '--repeats', '1', '--warmup', '1', '--threads', '1',
+                                tmp_path=tmp_path)
+    assert 'ResNet-18' in stdout and '64x64 inputs' in stdout
+    assert 'daq (fused) == eager: same loss and gradients' in stdout
+    assert result['args']['arch'] == 'resnet18' and result['args']['image_size'] == 64
+    rows = {r['method']: r for r in result['results']}
+    assert set(rows) == {'fp', 'daq', 'eager'} and rows['fp']['ratio_vs_fp'] == 1.0
+    assert all(r['median_ms'] > 0 for r in rows.values()) and rows['daq']['saved_mib'] > rows['fp']['saved_mib']
+
+
+def test_loader_benchmark(tmp_path):
+    "The ImageNet input pipeline at tiny sizes: 16 written JPEGs, 0 and 1 workers, one timed pass each."
+    stdout, result = run_script('loader.py', '--images', '16', '--batch', '4', '--workers', '0,1', '--repeats', '1',
+                                '--warmup', '1', '--threads', '1', tmp_path=tmp_path)
+    assert result['data']['generated'] and result['data']['train_images'] == 16 and result['data']['mean_file_kib'] > 0
+    rows = {r['workers']: r for r in result['results']}
+    assert set(rows) == {0, 1}
+    for r in rows.values():
+        assert r['batches'] == 4 and len(r['images_per_s']) == 1
+        assert r['min_images_per_s'] <= r['median_images_per_s'] <= r['max_images_per_s'] and r['min_images_per_s'] > 0
+    assert rows[0]['ratio_vs_first'] == 1.0 and 'repeat 1/1' in stdout
+
+
+def test_loader_benchmark_existing_root(tmp_path):
+    "--root: a tree is written there once, and a later run uses it as it is."
+    root = tmp_path / 'imagenet'
+    args = ('--root', str(root), '--images', '8', '--batch', '4', '--workers', '0', '--repeats', '1', '--warmup', '0')
+    _, first = run_script('loader.py', *args, tmp_path=tmp_path)
+    assert first['data']['generated'] and len(list((root / 'train').rglob('*.JPEG'))) == 8
+    stdout, second = run_script('loader.py', *args, tmp_path=tmp_path)
+    assert not second['data']['generated'] and second['data']['train_images'] == 8 and 'existing tree' in stdout

@@ -1,0 +1,154 @@
+"""Training with several processes (issue 5/7), on the CPU with the gloo backend: DDP steps equal one process's steps
+on the same global batch (with per-process batch-norm statistics, which is what DDP without SyncBatchNorm computes),
+the quantizers stay identical on every process, networks with parameters a configuration never uses train without
+`find_unused_parameters`, and `daq-train` under `torchrun` writes one record and resumes a killed job bit for bit."""
+import json, os, signal, socket, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from daq.runs import load_checkpoint, read_metrics
+from daq.train import build_model, get_recipe, initialize_from, make_optimizers, train_epoch
+
+WORLD = 2
+
+
+def _worker(rank: int, init_file: str, out: str, job: str, args: tuple):
+    "One process of a `WORLD`-process job: joins the group, runs `job`, saves its model's state_dict."
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=WORLD)
+    try:
+        model = JOBS[job](rank, *args)
+        torch.save(model.state_dict(), Path(out) / f'rank{rank}.pt')
+    finally: dist.destroy_process_group()
+
+
+def spawn(tmp_path: Path, job: str, *args) -> list:
+    "Run `job` on `WORLD` processes; their final state_dicts."
+    mp.spawn(_worker, args=(str(tmp_path / 'init'), str(tmp_path), job, args), nprocs=WORLD, join=True)
+    return [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(WORLD)]
+
+
+def batches(k: int, size: int, dtype=torch.float64) -> list:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(size, 3, 32, 32, generator=g, dtype=dtype), torch.randint(0, 10, (size,), generator=g))
+            for _ in range(k)]
+
+
+def authors_w1a1(dtype=torch.float64) -> tuple:
+    from daq.shared import shared_file
+    recipe = get_recipe('cifar10-w1a1')
+    model = initialize_from(build_model(recipe), shared_file('authors-fp')).to(dtype)
+    return model, recipe
+
+
+def ddp_steps(rank: int, global_batches: list) -> nn.Module:
+    "The authors' W1A1 recipe from their FP checkpoint, in float64, on this process's shard of each global batch."
+    model, recipe = authors_w1a1()
+    optimizers, _ = make_optimizers(model, recipe)
+    shards = [(x.tensor_split(WORLD)[rank], y.tensor_split(WORLD)[rank]) for x, y in global_batches]
+    train_epoch(DDP(model), shards, optimizers, 'cpu', progress=False)
+    return model
+
+
+def ddp_smoke(rank: int, kind: str) -> nn.Module:
+    "Two float32 steps of a network with parameters its configuration never uses, under plain DDP."
+    torch.manual_seed(0)
+    if kind == 'resnet20-w1a32': model, recipe = build_model(get_recipe('cifar10-w1a32')), get_recipe('cifar10-w1a32')
+    else: model, recipe = build_model(get_recipe('imagenet-r18-w2a2', init=None), 10), get_recipe('imagenet-r18-w2a2')
+    optimizers, _ = make_optimizers(model, recipe)
+    shards = [(x.tensor_split(WORLD)[rank], y.tensor_split(WORLD)[rank]) for x, y in batches(2, 8, torch.float32)]
+    train_epoch(DDP(model), shards, optimizers, 'cpu', progress=False)      # no find_unused_parameters
+    return model
+
+
+JOBS = dict(ddp_steps=ddp_steps, ddp_smoke=ddp_smoke)
+
+
+def per_process_batch_norm(model: nn.Module, chunks: int):
+    "Make every batch norm normalize each of `chunks` slices of a training batch with that slice's own statistics."
+    for bn in model.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            def forward(x, plain=bn.forward, bn=bn):
+                return torch.cat([plain(c) for c in x.tensor_split(chunks)]) if bn.training else plain(x)
+            bn.forward = forward
+
+
+def quantizer_keys(state: dict) -> list: return [k for k in state if k.rpartition('.')[2] in ('uW', 'lW', 'uA', 'beta')]
+
+
+@pytest.fixture(scope='module')
+def shared_or_skip():
+    from daq.shared import find_shared
+    try: return find_shared()
+    except FileNotFoundError: pytest.skip("no shared/ folder with the authors' checkpoints")
+
+
+def test_ddp_steps_equal_one_process_on_the_global_batch(tmp_path, shared_or_skip):
+    global_batches = batches(3, 16)
+    ranks = spawn(tmp_path, 'ddp_steps', global_batches)
+    for k in quantizer_keys(ranks[0]): assert torch.equal(ranks[0][k], ranks[1][k]), k     # bitwise, every rank
+    model, recipe = authors_w1a1()
+    per_process_batch_norm(model, WORLD)                       # DDP without SyncBatchNorm: per-process statistics
+    train_epoch(model, global_batches, make_optimizers(model, recipe)[0], 'cpu', progress=False)
+    one = model.state_dict()
+    for k, p in model.named_parameters():
+        err = ((ranks[0][k] - one[k]).norm() / one[k].norm().clamp_min(1e-300)).item()
+        assert err <= 1e-9, (k, err)
+    moved = [k for k, _ in model.named_parameters() if not torch.equal(one[k], authors_w1a1()[0].state_dict()[k])]
+    assert len(moved) > 40                                     # the steps did change the network
+
+
+@pytest.mark.parametrize('kind', ['resnet20-w1a32', 'resnet18-w2a2'])
+def test_unused_parameters_need_no_find_unused(tmp_path, kind):
+    ranks = spawn(tmp_path, 'ddp_smoke', kind)
+    params = [k for k in ranks[0] if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked', 'state'))]
+    for k in params: assert torch.equal(ranks[0][k], ranks[1][k]), k    # batch-norm statistics are per process
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory) -> Path:
+    "96 random 32x32 images with labels 0..9, as a CIFAR-10 .npz source."
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp('data') / 'random96.npz'
+    np.savez(path, images=rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8), labels=np.arange(96) % 10)
+    return path
+
+
+def torchrun(run_dir: Path, data: Path, *extra) -> subprocess.Popen:
+    "`torchrun --nproc_per_node=2 --no-python daq-train ...` on the CPU (gloo), in its own process group."
+    daq_train = Path(sys.executable).parent / 'daq-train'
+    args = ['--recipe', 'cifar10-w1a1', '--init', 'none', '--data', data, '--run-dir', run_dir, '--epochs', 3,
+            '--batch-size', 16, '--device', 'cpu', '--no-progress', *extra]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]      # a free port
+    return subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(WORLD),
+                             '--master_port', str(port), '--no-python', str(daq_train), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def test_torchrun_job_writes_one_record_and_resumes_bit_for_bit(tmp_path, images):
+    whole = torchrun(tmp_path / 'whole', images)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    summary = json.loads((tmp_path / 'whole' / 'summary.json').read_text())
+    assert (summary['world_size'], summary['backend'], summary['per_process_batch']) == (WORLD, 'gloo', 8)
+    assert [m['epoch'] for m in read_metrics(tmp_path / 'whole')] == [0, 1, 2]      # one record, not one per process
+    killed = torchrun(tmp_path / 'killed', images)
+    while not read_metrics(tmp_path / 'killed') and killed.poll() is None: time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL); killed.wait()
+    done = load_checkpoint(tmp_path / 'killed' / 'last.pt')['epoch']
+    assert 1 <= done < 3, done
+    resumed = torchrun(tmp_path / 'killed', images)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    a, b = (load_checkpoint(tmp_path / r / 'last.pt')['model'] for r in ('whole', 'killed'))
+    for k in a: assert torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k], k
+    timeless = lambda run: [{k: v for k, v in m.items() if not k.endswith('wall_s') and k != 'images_per_s'}
+                            for m in read_metrics(tmp_path / run)]
+    assert timeless('whole') == timeless('killed')
