@@ -45,3 +45,17 @@ def fresh_notebook_executions():
     if os.environ.get('DAQ_DOCS_REUSE', '') != '1':
         for stamp in (REPO / '_proc' / 'docs_build').glob('*.sha256'): stamp.unlink()
     yield
+
+
+@pytest.fixture(scope='session')
+def random_cifar_npz(tmp_path_factory):
+    "A function of n: an .npz CIFAR-10 source of n random 32x32 images with labels 0..9 (made once per n)."
+    import numpy as np
+    made = {}
+    def make(n: int) -> Path:
+        if n not in made:
+            rng = np.random.default_rng(0)
+            made[n] = tmp_path_factory.mktemp('data') / f'random{n}.npz'
+            np.savez(made[n], images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), labels=np.arange(n) % 10)
+        return made[n]
+    return make

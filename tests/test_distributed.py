@@ -5,7 +5,6 @@ the quantizers stay identical on every process, networks with parameters a confi
 import json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -113,12 +112,7 @@ def test_unused_parameters_need_no_find_unused(tmp_path, kind):
 
 
 @pytest.fixture(scope='module')
-def images(tmp_path_factory) -> Path:
-    "96 random 32x32 images with labels 0..9, as a CIFAR-10 .npz source."
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp('data') / 'random96.npz'
-    np.savez(path, images=rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8), labels=np.arange(96) % 10)
-    return path
+def images(random_cifar_npz) -> Path: return random_cifar_npz(96)
 
 
 def torchrun(run_dir: Path, data: Path, *extra) -> subprocess.Popen:

@@ -18,12 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
-def images(tmp_path_factory) -> Path:
-    "64 random 32x32 images with labels 0..9, as a CIFAR-10 .npz source."
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp('data') / 'random64.npz'
-    np.savez(path, images=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), labels=np.arange(64) % 10)
-    return path
+def images(random_cifar_npz) -> Path: return random_cifar_npz(64)
 
 
 def fp(**kw):
