@@ -6,7 +6,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 runs=${1:-$HOME/daq-runs/cifar10-cpu-15ep}
 for d in "$runs"/*/; do
     name=$(basename "$d")
-    [ -f "$d/metrics.jsonl" ] || continue
+    [ -s "$d/metrics.jsonl" ] || continue          # a run that has not finished an epoch yet
     mkdir -p "$here/$name"
     for f in config.json metrics.jsonl summary.json; do
         if [ -f "$d/$f" ]; then cp "$d/$f" "$here/$name/$f"; else rm -f "$here/$name/$f"; fi
