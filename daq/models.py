@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from .quant import DAQConv2d, quantize_model, quantize_weights_first
+from .quant import DAQConv2d, quantize_weights_first
+from .networks import quantize_model
 
 # %% ../nbs/02_models.ipynb #d15cd9cf
 class BasicBlock(nn.Module):
@@ -74,7 +75,8 @@ def resnet20(wbits:int|None=2, # weight bit-width of the block convs (None: full
     def make_conv(cin, cout, stride):
         if wbits is None and abits is None: return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         conv = DAQConv2d(cin, cout, 3, stride, 1, wbits=wbits, abits=abits,
-                         gamma_w=gamma_w, sigma_w=sigma_w, gamma_a=gamma_a, sigma_a=sigma_a, rounding=rounding)
+                         gamma_w=gamma_w, sigma_w=sigma_w, gamma_a=gamma_a, sigma_a=sigma_a, rounding=rounding,
+                         signed_input=False)
         # the authors' full-precision-activation runs also store an (unused) activation lower bound `lA`
         if abits is None: conv.register_buffer('lA', torch.tensor(0.0))
         return conv
@@ -86,7 +88,7 @@ def _torchvision_resnet(arch:str, wbits, abits, num_classes, weights, quantize_d
     model = getattr(torchvision.models, arch)(weights=weights, num_classes=num_classes)
     if wbits is None and abits is None: return model
     skip = () if quantize_downsample else tuple(n for n, m in model.named_modules() if n.endswith('downsample.0'))
-    return quantize_model(model, wbits, abits, skip=skip, **dasr_kwargs)
+    return quantize_model(model, wbits, abits, skip=skip, init_rule='authors', keep_mean=False, **dasr_kwargs)
 
 def resnet18(wbits:int|None=2, # weight bit-width (None: full precision)
              abits:int|None=2, # activation bit-width (None: full precision)

@@ -99,3 +99,13 @@ def test_loader_benchmark_existing_root(tmp_path):
     assert first['data']['generated'] and len(list((root / 'train').rglob('*.JPEG'))) == 8
     stdout, second = run_script('loader.py', *args, tmp_path=tmp_path)
     assert not second['data']['generated'] and second['data']['train_images'] == 8 and 'existing tree' in stdout
+
+
+def test_calibration_benchmark(tmp_path):
+    "ResNet-20 at one bit-width on 64 calibration images and one small zoo model; the record holds both."
+    stdout, result = run_script('calibration.py', '--bits', '8', '--calibration', '64', '--zoo', 'resnet18',
+                                '--zoo-images', '2', '--threads', '1', tmp_path=tmp_path)
+    assert [(r['bits'], r['per_channel']) for r in result['trained']] == [(8, False), (8, True)]
+    assert all(r['accuracy'] > 0.9 for r in result['trained'])
+    assert result['zoo'][0]['model'] == 'resnet18' and 0 < result['zoo'][0]['per_tensor'] < 0.1
+    assert 'ResNet-20 W8A8 per channel' in stdout and result['machine']['torch']

@@ -4,8 +4,9 @@ import torch
 import torch.nn as nn
 
 from daq.dasr import fused, fused_mode
-from daq.quant import (DAQConv2d, quantize_act, quantize_model, quantize_reference, quantize_scaled_weight,
-                       quantize_weight, split_quantizer_parameters, standardize, _scaled_weight_backward_body,
+from daq.networks import quantize_model
+from daq.quant import (DAQConv2d, quantize_act, quantize_reference, quantize_scaled_weight, quantize_weight,
+                       split_quantizer_parameters, standardize, _scaled_weight_backward_body,
                        _scaled_weight_forward_body)
 
 INF, NAN = float('inf'), float('nan')
@@ -157,7 +158,7 @@ def test_empty_weight_is_refused_and_kernels_stay_fused():
 # 7. quantize_model refuses a model that is already quantized
 def test_quantize_model_twice_is_refused():
     model = quantize_model(_net(), wbits=2, abits=2)
-    with pytest.raises(ValueError, match=r'already quantized \(DAQConv2d layers: 2, 4\).*full-precision model'):
+    with pytest.raises(ValueError, match=r'already quantized \(DAQ layers: 2, 4\).*full-precision model'):
         quantize_model(model, wbits=4, abits=4)
     assert [(m.wbits, m.abits) for m in _daq_layers(model)] == [(2, 2), (2, 2)]
     hand_built = nn.Sequential(nn.Conv2d(3, 8, 3), DAQConv2d(8, 8, 3), nn.Conv2d(8, 8, 3))
@@ -176,7 +177,7 @@ def test_shared_conv_is_one_quantized_layer_everywhere():
     assert isinstance(body[2], DAQConv2d) and body[2] is body[4] is model.alias
     assert len(_daq_layers(model)) == 1 and torch.equal(body[2].weight.detach(), w)
     assert not any(type(m) is nn.Conv2d and m is not body[0] for m in model.modules())
-    assert len(split_quantizer_parameters(model)[0]) == 4
+    assert len(split_quantizer_parameters(model)[0]) == 5          # uW, lW, uA, beta and the (undecided) lA
     model.train()(torch.randn(2, 3, 8, 8)).sum().backward()
 
 
