@@ -121,6 +121,16 @@ def _exact_division_options() -> dict:
     return {}
 
 # %% ../nbs/00_dasr.ipynb #693259c0
+def _on_flat_views(kernel, tensors:tuple):
+    "`kernel(*tensors)` on 1-d views of full-size contiguous tensors (0-d ones as they are): one graph for all shapes."
+    # dynamic shapes still specialise on ranks and on dimensions of size 1: each pattern would compile anew
+    like = tensors[0]
+    if not (like.dim() > 1 and all(t.dim() == 0 or (t.shape == like.shape and t.is_contiguous()) for t in tensors)):
+        return kernel(*tensors)
+    out = kernel(*(t.view(-1) if t.dim() else t for t in tensors))
+    def shaped(o): return o.view(like.shape) if isinstance(o, torch.Tensor) and o.dim() == 1 else o
+    return tuple(map(shaped, out)) if isinstance(out, tuple) else shaped(out)
+
 class FusedKernel:
     "An elementwise body run through `torch.compile` on large tensors and eagerly otherwise."
     def __init__(self, body, # pure function of tensors (first) and Python floats (last)
@@ -157,7 +167,7 @@ class FusedKernel:
                             f"got {[type(a).__name__ for a in args]}")
         key = (tuple(float(c) for c in constants), tensors[0].dtype, tensors[0].device.type)
         if key in self.failed or not self.wants_fused(tensors[0]): return self.body(*args)
-        try: return self.kernel(key[0])(*tensors)
+        try: return _on_flat_views(self.kernel(key[0]), tensors)
         except Exception as e: error = e
         out = self.body(*args)      # raises if the inputs are at fault: then nothing is remembered
         self.failed.add(key)        # the compiler is: this body, constants, dtype and device stay eager from now on
