@@ -755,6 +755,19 @@ class DAQConv1d(QuantizedLayer, nn.Conv1d):
     def _op(self, x, weight, bias): return self._conv_forward(x, weight, bias)
     def extra_repr(self) -> str: return nn.Conv1d.extra_repr(self) + self._settings_repr()
 
+# %% ../nbs/01_quant.ipynb #27c6a0c8
+@patch_to(QuantizedLayer)
+def register_parameter(self, name:str, param):
+    # `layer.weight = nn.Parameter(...)` lands here. A new weight (batch-norm folding: fuse_conv_bn_eval) would be
+    # standardized and quantized as if it were the trained one: refused; in-place changes (load_state_dict, copy_) are
+    # fine. Not `__setattr__`: that runs on every attribute set, inside compiled forwards too
+    if name == 'weight' and '_calibration' in self.__dict__ and param is not self._parameters.get('weight'):
+        raise RuntimeError(f"{type(self).__name__}: its weight cannot be replaced by a new Parameter (as "
+                           "torch.nn.utils.fuse_conv_bn_eval does to fold a batch norm): the layer standardizes and "
+                           "quantizes its weight, so a folded weight computes something else; change it in place "
+                           "(load_state_dict, weight.data.copy_) and keep the batch norm")
+    nn.Module.register_parameter(self, name, param)
+
 # %% ../nbs/01_quant.ipynb #ed274a74
 def _prepare_weights(model:nn.Module, args):
     if torch.compiler.is_compiling(): return

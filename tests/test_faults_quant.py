@@ -203,3 +203,13 @@ def test_requires_grad_is_kept():
         assert not any(p.requires_grad for p in (m.weight, m.bias) if p is not None)
         assert all(p.requires_grad for p in (m.uW, m.lW, m.uA, m.beta))
     assert not any(p.requires_grad for p in split_quantizer_parameters(frozen)[1])
+
+
+# 10. batch-norm folding on a DAQ layer was silently wrong (8-25 % output error, issue 7/7): refused
+def test_fuse_conv_bn_eval_is_refused():
+    conv, bn = DAQConv2d(4, 8, 3).train(), nn.BatchNorm2d(8)
+    conv(torch.rand(2, 4, 6, 6)); conv.eval(); bn.eval()
+    with pytest.raises(RuntimeError, match='fuse_conv_bn_eval does to fold a batch norm'):
+        torch.nn.utils.fuse_conv_bn_eval(conv, bn)
+    with torch.no_grad(): conv.weight.copy_(torch.randn_like(conv.weight))     # in place: fine
+    conv.load_state_dict(conv.state_dict())

@@ -1,5 +1,9 @@
-import logging, os, torch
-import pytest
+"""The fused kernels compile once for tensors of any shape and rank (issue 6/7: networks with 1x1 maps and Linear
+layers hit dynamo's recompile limit)."""
+import logging
+
+import torch
+
 from daq.dasr import FusedKernel, fused_mode
 
 
