@@ -10,7 +10,7 @@ __all__ = ['standardize', 'clip_to_levels', 'level_map', 'quantize_with', 'quant
            'split_quantizer_parameters']
 
 # %% ../nbs/01_quant.ipynb #04d9553f
-import contextlib, functools, math
+import contextlib, functools, inspect, math
 import torch
 import torch.nn as nn
 import torch.distributed as dist
@@ -723,8 +723,10 @@ class DAQConv2d(QuantizedLayer, nn.Conv2d):
 # %% ../nbs/01_quant.ipynb #68cbf2b6
 def _quantizer_settings(settings:dict) -> dict:
     "`settings` with the defaults of `DAQConv2d`'s quantizer arguments; unknown names refused."
-    defaults = dict(wbits=2, abits=2, gamma_w=2.0, sigma_w=1.0, gamma_a=2.0, sigma_a=2.0, rounding='dasr',
-                    save_levels=None, signed_input=None, per_channel=False, keep_mean=False, init_rule='authors')
+    # the arguments DAQConv2d adds to nn.Conv2d's: written once, in its signature
+    conv_args = inspect.signature(nn.Conv2d.__init__).parameters
+    defaults = {k: p.default for k, p in inspect.signature(DAQConv2d.__init__).parameters.items()
+                if k not in conv_args}
     unknown = sorted(set(settings) - set(defaults))
     if unknown: raise TypeError(f"unknown quantizer setting(s) {unknown}; known: {', '.join(defaults)}")
     return {**defaults, **settings}
