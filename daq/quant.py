@@ -66,7 +66,7 @@ def quantize_reference(v:torch.Tensor, lower, upper, bits:int, signed:bool,
 def _quantize_forward_body(v, lower, upper, n:float, mul:float, sub:float):
     opmath = torch.promote_types(v.dtype, torch.float32)
     t = (v.to(opmath) - lower) / ((upper - lower) / n)
-    y = (mul * round_half_down(torch.clamp(t, 0, n)) - sub) / n     # ±inf is clipped like any input out of range
+    y = (mul * round_half_down(torch.clamp(t, 0.0, n)) - sub) / n     # ±inf is clipped like any input out of range
     return torch.where(torch.isnan(t) | (upper <= lower), torch.nan, y).to(v.dtype)
 
 def _quantize_backward_body(v, lower, upper, grad, n:float, mul:float, gain:float, k_far:float, with_lower:float=1.0):
@@ -212,7 +212,8 @@ def quantize_act(x:torch.Tensor, # activation, e.g. a ReLU output
 # %% ../nbs/01_quant.ipynb #c9f38268
 def _standardized(w, mean, std):
     # max and min are exact in any order, so every path agrees on it; NaN != NaN, so a NaN weight propagates
-    has_spread = w.amax() != w.amin()
+    dims = tuple(range(w.dim()))                      # named: the ONNX exporter needs them
+    has_spread = w.amax(dims) != w.amin(dims)
     return torch.where(has_spread, (w - mean) / torch.where(has_spread, std, 1.0), 0.0), has_spread
 
 def _scaled_weight_forward_body(w, mean, std, lower, upper, beta, n:float):
@@ -491,7 +492,7 @@ def quantized_input(self, x:torch.Tensor, soft:bool=False) -> torch.Tensor:
 def forward(self, x:torch.Tensor) -> torch.Tensor:
     "The layer's operation on the quantized input with the scaled quantized weight (initialising the quantizers first)."
     if self._calibration is not None: return self._calibration.observe(self, x)
-    if self._check_init:
+    if self._check_init and not torch.compiler.is_exporting():   # an exported graph cannot read `init`
         if bool(self.init):
             if not self.training: raise RuntimeError(
                 f"{self!r} is evaluated before its quantizers were initialised (placeholder ranges beta=1, uA=3): "

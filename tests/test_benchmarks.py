@@ -109,3 +109,14 @@ def test_calibration_benchmark(tmp_path):
     assert all(r['accuracy'] > 0.9 for r in result['trained'])
     assert result['zoo'][0]['model'] == 'resnet18' and 0 < result['zoo'][0]['per_tensor'] < 0.1
     assert 'ResNet-20 W8A8 per channel' in stdout and result['machine']['torch']
+
+
+def test_export_benchmark(tmp_path):
+    "FP32 vs the integer W1A1 and W2A2 ResNet-20 in PyTorch and ONNX Runtime, tiny batches; the record holds sizes."
+    stdout, result = run_script('export.py', '--batches', '1,2', '--rounds', '1', '--min-time', '0.01',
+                                tmp_path=tmp_path)
+    assert 'W1A1: ONNX Runtime == PyTorch on 100.0 %' in stdout
+    assert {(r['runtime'], r['network']) for r in result['results'] if r['batch'] == 2} == {
+        ('torch', 'fp32'), ('torch', 'fakequant'), ('torch', 'W1A1'), ('torch', 'W2A2'), ('onnxruntime', 'fp32'),
+        ('onnxruntime', 'W1A1'), ('onnxruntime', 'W2A2')}
+    assert result['sizes']['W1A1']['safetensors_bytes'] < result['sizes']['fp32']['safetensors_bytes'] / 10
