@@ -7,7 +7,7 @@ __all__ = ['weight_levels', 'weight_offset', 'input_levels', 'IntegerProduct', '
            'to_integer', 'compare', 'pack_levels', 'unpack_levels', 'save', 'load', 'export_onnx', 'onnx_logits',
            'model_from_checkpoint', 'export_cli', 'integer_summary', 'format_integer_summary']
 
-# %% ../nbs/07_export.ipynb #20551d78
+# %% ../nbs/07_export.ipynb #3068659d
 import json, math, warnings
 from pathlib import Path
 import torch
@@ -18,7 +18,7 @@ from .dasr import check_bits, patch_to, round_half_down
 from .quant import QuantizedLayer, quantize_weight, _standardized_weight, _weight_statistics
 from .models import CifarResNet, resnet20
 
-# %% ../nbs/07_export.ipynb #987abf51
+# %% ../nbs/07_export.ipynb #2b68a54f
 def weight_levels(layer:QuantizedLayer # a DAQ layer with quantized weights
                  ) -> torch.Tensor:
     "The weight's level indices $k_W \\in \\{0..n_W\\}$ as uint8, so that $Q_W = (2k_W - n_W)/n_W$."
@@ -40,7 +40,7 @@ def weight_offset(layer:QuantizedLayer) -> torch.Tensor:
     delta = (2 * mean / std + up + lo) / (up - lo)
     return (check_bits(layer.wbits) * delta).reshape(-1).expand(out).clone()
 
-# %% ../nbs/07_export.ipynb #90e0c2c2
+# %% ../nbs/07_export.ipynb #ca1b7d6f
 def input_levels(x:torch.Tensor, # the layer's input
                  lower:torch.Tensor, upper:torch.Tensor, # clip range [ℓ_A, u_A] (0-d tensors)
                  bits:int # activation bit-width
@@ -56,7 +56,7 @@ def _act_range(layer:QuantizedLayer) -> tuple:
     upper = layer.uA.detach().float()
     return (layer.lA.detach().float() if layer.signed_input else torch.zeros(())), upper
 
-# %% ../nbs/07_export.ipynb #c80ba8e4
+# %% ../nbs/07_export.ipynb #43db6b4c
 def _exact_dtype(window:int, n_w:int, n_a:int) -> torch.dtype:
     "float32 if every partial sum of `window` products |m_W k_A| <= n_W n_A is an exact float32 integer, else float64."
     return torch.float32 if window * n_w * n_a < 2 ** 24 else torch.float64
@@ -74,7 +74,7 @@ def _onnx_integer_op(g, kind:str, x, w, geometry:dict, w_zero:int):
     return g.op('ConvInteger', x, w, x_zero, w_zero, strides_i=geometry['stride'], dilations_i=geometry['dilation'],
                 pads_i=list(geometry['padding']) * 2, group_i=geometry['groups'])
 
-# %% ../nbs/07_export.ipynb #d7546b8a
+# %% ../nbs/07_export.ipynb #4f701f7d
 class IntegerProduct(torch.autograd.Function):
     "$\\sum m_W k_A$ of uint8 levels `k` and stored weights `w` ($m_W + 128$, or $k_W$ for 8 bits), as float32."
     @staticmethod
@@ -96,7 +96,7 @@ def _stored_weight(levels:torch.Tensor, n_w:int) -> torch.Tensor:
     "The uint8 weight the integer product takes: $m_W + 128 = 2k_W - n_W + 128$, or $k_W$ itself for 8 bits."
     return (2 * levels.int() - n_w + 128).to(torch.uint8) if n_w < 128 else levels
 
-# %% ../nbs/07_export.ipynb #6505eebb
+# %% ../nbs/07_export.ipynb #09ebc75d
 def layer_config(layer:QuantizedLayer) -> dict:
     "The JSON-able description of a DAQ layer's integer form (kind, shapes, bits, settings, geometry)."
     kind = 'linear' if isinstance(layer, nn.Linear) else 'conv1d' if isinstance(layer, nn.Conv1d) else 'conv2d'
@@ -116,7 +116,7 @@ def layer_config(layer:QuantizedLayer) -> dict:
                 signed_input=bool(layer.signed_input), keep_mean=bool(layer.keep_mean and layer.wbits is not None),
                 geometry=geometry, dtype=str(dtype).removeprefix('torch.'), takes_levels=False, emits=None)
 
-# %% ../nbs/07_export.ipynb #4d77722d
+# %% ../nbs/07_export.ipynb #0892a5fd
 class IntegerLayer(nn.Module):
     "A DAQ layer in integer form: levels in, the exact integer product, one float scale and bias per channel out."
     def __init__(self, config:dict # `layer_config`'s description
@@ -144,7 +144,7 @@ class IntegerLayer(nn.Module):
                 + (', takes levels' if c['takes_levels'] else '') + (f", emits {c['emits']}-bit levels"
                                                                       if c['emits'] else ''))
 
-# %% ../nbs/07_export.ipynb #7b484951
+# %% ../nbs/07_export.ipynb #4fa973f1
 @patch_to(IntegerLayer)
 def _affine(self) -> tuple:
     "(scale, bias) in float64: as computed at conversion (before rounding to the float32 buffers), else the buffers."
@@ -157,7 +157,7 @@ def _set_affine(self, scale:torch.Tensor, bias:torch.Tensor):
     self._exact_affine = (scale, bias)
     with torch.no_grad(): self.scale.copy_(scale); self.bias.copy_(bias)
 
-# %% ../nbs/07_export.ipynb #9859284e
+# %% ../nbs/07_export.ipynb #a97f9be5
 def integer_layer(layer:QuantizedLayer # a trained (or calibrated) DAQ layer
                  ) -> IntegerLayer:
     "The integer form of one DAQ layer."
@@ -177,7 +177,7 @@ def integer_layer(layer:QuantizedLayer # a trained (or calibrated) DAQ layer
             result.act_lower.copy_(lower); result.act_upper.copy_(upper)
     return result
 
-# %% ../nbs/07_export.ipynb #a9885965
+# %% ../nbs/07_export.ipynb #9e46017c
 @patch_to(IntegerLayer)
 def _channels(self, t:torch.Tensor, like:torch.Tensor, lead:int=0) -> torch.Tensor:
     "`t` (`lead` leading dims, then channels) shaped to broadcast against `like` (channels: dim 1, or last for linear)."
@@ -213,12 +213,15 @@ def accumulate(self, k:torch.Tensor # input levels (uint8), or the float input o
         acc = acc + zero * inside.float()
     return acc
 
-# %% ../nbs/07_export.ipynb #347b3b9b
+# %% ../nbs/07_export.ipynb #a5e35f2b
 @patch_to(IntegerLayer)
 def requantize(self, acc:torch.Tensor) -> torch.Tensor:
     "The next layer's input levels from integer thresholds: $k = \\#\\{j : \\mathrm{sign}\\cdot P \\ge \\theta_j\\}$."
-    signed_acc = acc * self._channels(self.threshold_sign, acc)
-    return (signed_acc[None] >= self._channels(self.thresholds, acc, lead=1)).sum(0).to(torch.uint8)
+    signed_acc, levels = acc * self._channels(self.threshold_sign, acc), None
+    for theta in self.thresholds:                 # n_A comparisons added up (no n_A-times larger tensor)
+        reached = (signed_acc >= self._channels(theta, acc)).to(torch.uint8)
+        levels = reached if levels is None else levels + reached
+    return levels
 
 @patch_to(IntegerLayer)
 def forward(self, x:torch.Tensor) -> torch.Tensor:
@@ -231,7 +234,7 @@ def forward(self, x:torch.Tensor) -> torch.Tensor:
     if c['emits'] is not None: return self.requantize(acc)
     return acc * self._channels(self.scale, acc) + self._channels(self.bias, acc)
 
-# %% ../nbs/07_export.ipynb #2db82371
+# %% ../nbs/07_export.ipynb #5b96a2d2
 class _IntegerTracer(fx.Tracer):
     "torch.fx tracer that keeps DAQ layers and their integer forms as single calls."
     def is_leaf_module(self, m:nn.Module, qualname:str) -> bool:
@@ -255,7 +258,7 @@ def _is_relu(gm:fx.GraphModule, node:fx.Node) -> bool:
     return (node.op == 'call_function' and node.target in (F.relu, torch.relu) or
             node.op == 'call_method' and node.target == 'relu' or isinstance(_module(gm, node), nn.ReLU))
 
-# %% ../nbs/07_export.ipynb #5a32171e
+# %% ../nbs/07_export.ipynb #537983d6
 def _bn_after(gm:fx.GraphModule, node:fx.Node) -> fx.Node|None:
     "The batch norm (eval statistics) that is `node`'s only user, if there is one."
     user = _only_user(node)
@@ -278,7 +281,7 @@ def _integer_sum(layer:IntegerLayer) -> bool:
     c = layer.config
     return None not in (c['wbits'], c['abits']) and not (c['keep_mean'] or c['signed_input'])
 
-# %% ../nbs/07_export.ipynb #40554ded
+# %% ../nbs/07_export.ipynb #72cfa23f
 @patch_to(IntegerLayer)
 def fold_batch_norm(self, bn:nn.Module):
     "Absorb an evaluation-mode batch norm that follows the layer into its scale and bias."
@@ -325,7 +328,7 @@ def _fold(gm:fx.GraphModule, compute:bool=True) -> list:
     gm.graph.lint(); gm.delete_all_unused_submodules(); gm.recompile()
     return folds
 
-# %% ../nbs/07_export.ipynb #79c3629d
+# %% ../nbs/07_export.ipynb #00924fdb
 def _architecture(model:nn.Module) -> dict|None:
     "How `load` can rebuild `model` by itself (the ResNet-20 of `daq.models`), or None."
     if not isinstance(model, CifarResNet) or len(list(model.layer1.children())) != 3: return None
@@ -351,7 +354,7 @@ def to_integer(model:nn.Module, # a trained network with DAQ layers (e.g. `resne
     gm.folds, gm.architecture = _fold(gm) if fold else [], _architecture(model)
     return gm.eval()
 
-# %% ../nbs/07_export.ipynb #24520906
+# %% ../nbs/07_export.ipynb #5b688ebc
 def _recording(fake:nn.Module, integer:fx.GraphModule) -> tuple:
     "Hooks that collect each quantized layer's input levels in both networks: ({name: list}, {name: list}, hooks)."
     seen_fake, seen_int, hooks = {}, {}, []
@@ -364,7 +367,7 @@ def _recording(fake:nn.Module, integer:fx.GraphModule) -> tuple:
             hooks.append(source.register_forward_pre_hook(record))
     return seen_fake, seen_int, hooks
 
-# %% ../nbs/07_export.ipynb #a9b23dc1
+# %% ../nbs/07_export.ipynb #b7eaf0fc
 @torch.no_grad()
 def compare(fake:nn.Module, # the trained fake-quant network (evaluation mode is set)
             integer:fx.GraphModule, # its integer form (`to_integer`, `load`)
@@ -399,7 +402,7 @@ def compare(fake:nn.Module, # the trained fake-quant network (evaluation mode is
     if labels is not None: result.update(accuracy_fake=correct_fake / n, accuracy_integer=correct_int / n)
     return result
 
-# %% ../nbs/07_export.ipynb #f25ccedc
+# %% ../nbs/07_export.ipynb #db4d7b17
 def pack_levels(levels:torch.Tensor, # uint8 levels, each < 2**bits
                 bits:int # bits per level, 1..8
                ) -> torch.Tensor:
@@ -418,7 +421,7 @@ def unpack_levels(packed:torch.Tensor, bits:int, shape:tuple) -> torch.Tensor:
     stream = np.unpackbits(packed.numpy(), bitorder='little', count=count * bits).reshape(count, bits)
     return torch.from_numpy(np.packbits(stream, axis=1, bitorder='little').reshape(shape))
 
-# %% ../nbs/07_export.ipynb #f6e90bcb
+# %% ../nbs/07_export.ipynb #c1014056
 def _is_integer(model:nn.Module) -> bool: return any(isinstance(m, IntegerLayer) for m in model.modules())
 
 def save(model:nn.Module, # a trained network with DAQ layers, or its integer form
@@ -443,7 +446,7 @@ def save(model:nn.Module, # a trained network with DAQ layers, or its integer fo
     save_file(tensors, str(path), metadata={'daq': json.dumps(header)})
     return header
 
-# %% ../nbs/07_export.ipynb #801463c4
+# %% ../nbs/07_export.ipynb #ce457f43
 def _read(path) -> tuple:
     "(header, tensors) of a file written by `save`."
     from safetensors import safe_open
@@ -479,7 +482,7 @@ def load(path, # a file written by `save`
     integer.architecture = arch
     return integer.eval()
 
-# %% ../nbs/07_export.ipynb #38ce2254
+# %% ../nbs/07_export.ipynb #97d6f109
 def _need(module:str):
     "Import an optional dependency, or say which extra installs it."
     try: return __import__(module)
@@ -511,7 +514,7 @@ def onnx_logits(path, # an ONNX file (from `export_onnx`, or any with one input)
     return torch.cat([torch.from_numpy(session.run(None, {name: images[i:i + batch_size].numpy()})[0])
                       for i in range(0, len(images), batch_size)])
 
-# %% ../nbs/07_export.ipynb #48da44c4
+# %% ../nbs/07_export.ipynb #d2253785
 def model_from_checkpoint(path, # `daq-train`'s best.pt/last.pt, an authors' file, or a state_dict file
                           recipe:str|None=None # the recipe's name when the file does not say (a bare state_dict)
                          ) -> nn.Module:
@@ -534,7 +537,7 @@ def model_from_checkpoint(path, # `daq-train`'s best.pt/last.pt, an authors' fil
     except (RuntimeError, ValueError) as e: raise ValueError(f"{path} does not fit recipe {chosen.name}: {e}") from None
     return model.eval()
 
-# %% ../nbs/07_export.ipynb #9a725bdc
+# %% ../nbs/07_export.ipynb #895c7524
 def _export_parser():
     import argparse
     p = argparse.ArgumentParser(prog='daq-export', description="Write a trained DAQ network in integer form: a packed "
@@ -566,7 +569,7 @@ def _check_images(args, model:nn.Module):
     x, y = load_npz_images(path)
     return x[:args.check or len(x)], y[:args.check or len(y)]
 
-# %% ../nbs/07_export.ipynb #0b4f1904
+# %% ../nbs/07_export.ipynb #8fa596d8
 def _export_main(argv:list):
     args = _export_parser().parse_args(argv)
     if args.check is not None and args.check < 0: raise ValueError(f"--check must be >= 0, got {args.check}")
@@ -598,7 +601,7 @@ def export_cli(argv:list|None=None # arguments (default: `sys.argv[1:]`)
     from daq.cli import run_cli
     run_cli(_export_main, 'daq-export', argv)
 
-# %% ../nbs/07_export.ipynb #15bbdcf0
+# %% ../nbs/07_export.ipynb #23ec4c32
 def integer_summary(integer:fx.GraphModule) -> list:
     "One row per integer layer: name, kind, bits, input, output, folded batch norm."
     folds = {f['layer']: f for f in getattr(integer, 'folds', [])}
