@@ -142,7 +142,9 @@ def main(argv=None):
                   f"ONNX {s['onnx_bytes']:>10,} bytes")
         runs = methods(nets, sessions)
         rows = [row for b in args.batches for row in measure(runs, b, images, args)]
-    record = dict(machine=machine_info(torch.device('cpu')), sizes=sizes, results=rows,
+    import onnx, onnxruntime, safetensors
+    versions = dict(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, safetensors=safetensors.__version__)
+    record = dict(machine=machine_info(torch.device('cpu')), versions=versions, sizes=sizes, results=rows,
                   wall_s=round(time.perf_counter() - start, 1))
     if args.json: write_record(args, **record)
 
