@@ -120,3 +120,13 @@ def test_export_benchmark(tmp_path):
         ('torch', 'fp32'), ('torch', 'fakequant'), ('torch', 'W1A1'), ('torch', 'W2A2'), ('onnxruntime', 'fp32'),
         ('onnxruntime', 'W1A1'), ('onnxruntime', 'W2A2')}
     assert result['sizes']['W1A1']['safetensors_bytes'] < result['sizes']['fp32']['safetensors_bytes'] / 10
+
+
+def test_exactness_record_script(tmp_path):
+    "Two training steps, 100 images, W2A2 only: the record holds float32, float64 and ONNX comparisons."
+    stdout, result = run_script('exactness.py', '--bits', '2', '--steps', '2', '--images', '100', '--no-authors',
+                                '--threads', '1', tmp_path=tmp_path)
+    row = result['results'][0]
+    assert row['network'] == 'W2A2, 2 steps from FP' and row['float32']['images'] == 100
+    assert row['float64']['agreement'] == 1.0 and row['onnx_vs_integer_agreement'] >= 0.99
+    assert 'ONNX vs integer' in stdout
