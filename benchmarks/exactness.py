@@ -8,7 +8,8 @@ checkpoints are taken as they are. On the exact first 1,000 CIFAR-10 test images
 
 * the fake-quant network (float32) with its integer form (``daq.export.to_integer``, float32 float parts):
   argmax agreement, share of activation levels that differ, max logit difference, both accuracies;
-* the same two in float64, and the fake-quant network in float64 against itself in float32;
+* the same two in float64 (the fake-quant network ``frozen``: its weights quantized once, in float32, as the integer
+  form's levels were), and that float64 fake-quant network against the float32 one;
 * the integer network's ONNX file (``export_onnx``) in ONNX Runtime against the PyTorch integer network.
 
 Run from the repository root (needs the shared folder and the ``export`` extra)::
@@ -27,7 +28,7 @@ sys.path.insert(0, str(HERE))
 from dasr import machine_info, write_record
 from daq.checkpoints import load_authors_checkpoint, load_npz_images
 from daq.data import cifar10_arrays, normalize
-from daq.export import compare, export_onnx, onnx_logits, to_integer
+from daq.export import compare, export_onnx, frozen, onnx_logits, to_integer
 from daq.models import resnet20
 from daq.shared import shared_file
 from daq.train import get_recipe, initialize_from, make_optimizers
@@ -56,11 +57,13 @@ def measure(label: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, tmp:
     onnx_path = export_onnx(integer, tmp / 'model.onnx', x[:2])
     agree = onnx_logits(onnx_path, x).argmax(1) == integer(x).argmax(1)
     row['onnx_vs_integer_agreement'] = agree.float().mean().item()
-    fake32 = model(x).argmax(1)
-    model.double(); integer.double()
-    row['float64'] = compare(model, integer, x.double(), y)
-    row['fake_float64_vs_float32_agreement'] = (model(x.double()).argmax(1) == fake32).float().mean().item()
-    model.float(); integer.float()
+    # float64: the fake-quant network with its float32-quantized weights (`frozen`; recomputing them in float64 would
+    # move the weights that lie within float32 round-off of a rounding threshold), the integer one as it is
+    fake64, fake32 = frozen(model).double(), model(x).argmax(1)
+    integer.double()
+    row['float64'] = compare(fake64, integer, x.double(), y)
+    row['fake_float64_vs_float32_agreement'] = (fake64(x.double()).argmax(1) == fake32).float().mean().item()
+    integer.float()
     f, d = row['float32'], row['float64']
     print(f"{label:28s} float32: agreement {100 * f['agreement']:.1f} %, levels differing {f['level_mismatch']:.2e}, "
           f"acc {100 * f['accuracy_fake']:.1f}/{100 * f['accuracy_integer']:.1f} % | float64: agreement "
