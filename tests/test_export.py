@@ -62,8 +62,8 @@ def test_briefly_trained_networks_are_exact_in_integer_form(trained, exact_image
         {2 ** bits - 1}
     r = compare(model, integer, *exact_images)
     print(f"W{bits}A{bits}: {r}")
-    # measured: W2A2 100 % (1.2e-5 of the levels differ), W4A4 99.8 % (1.6e-3): two images whose fake-quant top two
-    # logits are 0.06 and 0.006 apart; the fake-quant network in float64 agrees with its own float32 run on 99.7 %
+    # measured (results/benchmarks/exactness-cpu.json): W2A2 100 % (1.5e-5 of the levels differ), W4A4 99.8 %
+    # (1.6e-3); the W4A4 fake-quant network in float64 agrees with its own float32 run on 99.7 %
     assert r['agreement'] >= {2: 0.999, 4: 0.995}[bits] and r['level_mismatch'] < {2: 1e-4, 4: 4e-3}[bits]
     assert abs(r['accuracy_fake'] - r['accuracy_integer']) <= 0.003 and r['accuracy_fake'] > 0.5
     # in float64 (both networks, the same weights) the same levels up to the float32 rounding of the stored scales
