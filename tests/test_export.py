@@ -159,3 +159,21 @@ def test_daq_export_command(trained, tmp_path):
                          text=True, timeout=600)
     assert out.returncode == 1 and out.stderr.startswith('daq-export: error:') and '--recipe' in out.stderr
     assert 'Traceback' not in out.stderr
+
+
+@pytest.mark.parametrize('bits, keep_mean, signed', [(8, True, True), (2, True, True), (3, False, False),
+                                                      (4, True, False)])
+def test_onnx_of_every_layer_kind_and_setting(bits, keep_mean, signed, tmp_path):
+    "Grouped and 1x1 convs, Linear (MatMulInteger), keep_mean, signed inputs, 8-bit weights (two ConvIntegers)."
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Conv2d(8, 8, 1), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+    quantize_model(net, bits, bits, keep_first=False, keep_classifier=False, keep_mean=keep_mean)
+    data = torch.randn(32, 3, 8, 8) if signed else torch.rand(32, 3, 8, 8)
+    calibrate(net, [data], progress=False)
+    integer = to_integer(net.eval())
+    export_onnx(integer, tmp_path / 'net.onnx', data[:2])          # 8 bits, groups 2: failed in ONNX Runtime before
+    with torch.no_grad(): want, fake = integer(data), net(data)
+    torch.testing.assert_close(onnx_logits(tmp_path / 'net.onnx', data), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(want, fake, rtol=1e-5, atol=1e-6)
