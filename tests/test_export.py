@@ -3,20 +3,20 @@ ConvInteger), the `daq-export` command. Needs the `export` extra (safetensors, o
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 from daq.checkpoints import load_npz_images
-from daq.data import cifar10_arrays, normalize
 from daq.export import compare, export_onnx, frozen, load, onnx_logits, save, to_integer
 from daq.models import resnet20
 from daq.networks import calibrate, quantize_model
 from daq.quant import DAQConv2d
 from daq.runs import save_checkpoint
 from daq.shared import shared_file
-from daq.train import get_recipe, initialize_from, make_optimizers
+from daq.train import get_recipe
 
 
 def test_dynamo_export_of_a_fake_quant_layer(tmp_path):
@@ -37,20 +37,10 @@ def exact_images():
 
 @pytest.fixture(scope='module', params=[2, 4])
 def trained(request):
-    "ResNet-20 WbAb from the authors' FP file, 25 steps of 128 JPEG training images (the recipe's optimizers)."
-    bits = request.param
-    torch.manual_seed(0)
-    images, labels = cifar10_arrays(shared_file('cifar10-jpeg'), 'train', progress=False)
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:128 * 25]
-    model = initialize_from(resnet20(bits, bits), shared_file('authors-fp')).train()
-    optimizers, _ = make_optimizers(model, get_recipe(f'cifar10-w{bits}a{bits}'))
-    for group in optimizers[0].param_groups: group['lr'] = 0.01     # the recipe's 0.1 is for 400 epochs, not 25 steps
-    for batch in pick.split(128):
-        loss = nn.functional.cross_entropy(model(normalize(images[batch])), labels[batch].long())
-        for o in optimizers: o.zero_grad()
-        loss.backward()
-        for o in optimizers: o.step()
-    return bits, model.eval()
+    "ResNet-20 WbAb from the authors' FP file after 25 steps of 128 JPEG training images, as in the exactness record."
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+    from exactness import briefly_trained                                   # benchmarks/exactness.py
+    return request.param, briefly_trained(request.param, SimpleNamespace(seed=0, steps=25, shared=None))
 
 
 def test_briefly_trained_networks_are_exact_in_integer_form(trained, exact_images, tmp_path):
