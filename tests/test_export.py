@@ -132,10 +132,10 @@ def test_missing_extra_is_named(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r'daq\[export\]'): onnx_logits(tmp_path / 'x.onnx', torch.zeros(1, 3))
 
 
+@pytest.mark.parametrize('trained', [2], indirect=True)              # one bit-width is enough for the command
 def test_daq_export_command(trained, tmp_path):
     "daq-export on a daq-train checkpoint (its recipe inside) writes both files and checks them; errors are one line."
     bits, model = trained
-    if bits != 2: pytest.skip('one bit-width is enough for the command')
     config = dict(recipe=dict(vars(get_recipe('cifar10-w2a2'))))
     save_checkpoint(dict(model=model.state_dict(), epoch=0, test_acc=0.5, config=config), tmp_path / 'best.pt')
     exe = [str(Path(sys.executable).parent / 'daq-export')]                   # the console script
