@@ -7,7 +7,7 @@ __all__ = ['weight_levels', 'weight_offset', 'input_levels', 'IntegerProduct', '
            'to_integer', 'compare', 'pack_levels', 'unpack_levels', 'save', 'load', 'export_onnx', 'onnx_logits',
            'FrozenLayer', 'frozen', 'model_from_checkpoint', 'export_cli', 'integer_summary', 'format_integer_summary']
 
-# %% ../nbs/07_export.ipynb #d42eb210
+# %% ../nbs/07_export.ipynb #183e7781
 import json, math, warnings
 from pathlib import Path
 import torch
@@ -19,7 +19,7 @@ from .quant import (QuantizedLayer, quantize_act, quantize_weight, quantize_weig
                        _weight_statistics)
 from .models import CifarResNet, resnet20
 
-# %% ../nbs/07_export.ipynb #d0362d8f
+# %% ../nbs/07_export.ipynb #5bd1ed5d
 def weight_levels(layer:QuantizedLayer # a DAQ layer with quantized weights
                  ) -> torch.Tensor:
     "The weight's level indices $k_W \\in \\{0..n_W\\}$ as uint8, so that $Q_W = (2k_W - n_W)/n_W$."
@@ -41,7 +41,7 @@ def weight_offset(layer:QuantizedLayer) -> torch.Tensor:
     delta = (2 * mean / std + up + lo) / (up - lo)
     return (check_bits(layer.wbits) * delta).reshape(-1).expand(out).clone()
 
-# %% ../nbs/07_export.ipynb #086a78e1
+# %% ../nbs/07_export.ipynb #eb39d569
 def input_levels(x:torch.Tensor, # the layer's input
                  lower:torch.Tensor, upper:torch.Tensor, # clip range [ℓ_A, u_A] (0-d tensors)
                  bits:int # activation bit-width
@@ -57,7 +57,7 @@ def _act_range(layer:QuantizedLayer) -> tuple:
     upper = layer.uA.detach().float()
     return (layer.lA.detach().float() if layer.signed_input else torch.zeros(())), upper
 
-# %% ../nbs/07_export.ipynb #446c5ba6
+# %% ../nbs/07_export.ipynb #9dd4515e
 def _exact_dtype(window:int, n_w:int, n_a:int) -> torch.dtype:
     "float32 if every partial sum of `window` products |m_W k_A| <= n_W n_A is an exact float32 integer, else float64."
     return torch.float32 if window * n_w * n_a < 2 ** 24 else torch.float64
@@ -75,7 +75,7 @@ def _onnx_integer_op(g, kind:str, x, w, geometry:dict, w_zero:int):
     return g.op('ConvInteger', x, w, x_zero, w_zero, strides_i=geometry['stride'], dilations_i=geometry['dilation'],
                 pads_i=list(geometry['padding']) * 2, group_i=geometry['groups'])
 
-# %% ../nbs/07_export.ipynb #d5b502c2
+# %% ../nbs/07_export.ipynb #2d6795de
 class IntegerProduct(torch.autograd.Function):
     "$\\sum m_W k_A$ of uint8 levels `k` and stored weights `w` ($m_W + 128$, or $k_W$ for 8 bits), as float32."
     @staticmethod
@@ -87,8 +87,8 @@ class IntegerProduct(torch.autograd.Function):
     def symbolic(g, k, w, kind, geometry, n_w, dtype):
         if n_w < 128: acc = _onnx_integer_op(g, kind, k, w, geometry, 128)
         else:
-            sizes = w.type().sizes()
-            ones = torch.ones((1 if geometry.get('groups', 1) == 1 else sizes[0],) + tuple(sizes[1:]), dtype=torch.uint8)
+            sizes = w.type().sizes()                       # one window sum, or one per output channel if grouped
+            ones = torch.ones((1 if geometry.get('groups', 1) == 1 else sizes[0], *sizes[1:]), dtype=torch.uint8)
             two, n = (g.op('Constant', value_t=torch.tensor(v, dtype=torch.int32)) for v in (2, n_w))
             total = _onnx_integer_op(g, kind, k, g.op('Constant', value_t=ones), geometry, 0)
             acc = g.op('Sub', g.op('Mul', two, _onnx_integer_op(g, kind, k, w, geometry, 0)), g.op('Mul', n, total))
@@ -98,7 +98,7 @@ def _stored_weight(levels:torch.Tensor, n_w:int) -> torch.Tensor:
     "The uint8 weight the integer product takes: $m_W + 128 = 2k_W - n_W + 128$, or $k_W$ itself for 8 bits."
     return (2 * levels.int() - n_w + 128).to(torch.uint8) if n_w < 128 else levels
 
-# %% ../nbs/07_export.ipynb #1a84a2d6
+# %% ../nbs/07_export.ipynb #04d863cb
 def layer_config(layer:QuantizedLayer) -> dict:
     "The JSON-able description of a DAQ layer's integer form (kind, shapes, bits, settings, geometry)."
     kind = 'linear' if isinstance(layer, nn.Linear) else 'conv1d' if isinstance(layer, nn.Conv1d) else 'conv2d'
@@ -118,7 +118,7 @@ def layer_config(layer:QuantizedLayer) -> dict:
                 signed_input=bool(layer.signed_input), keep_mean=bool(layer.keep_mean and layer.wbits is not None),
                 geometry=geometry, dtype=str(dtype).removeprefix('torch.'), takes_levels=False, emits=None)
 
-# %% ../nbs/07_export.ipynb #f182ccbd
+# %% ../nbs/07_export.ipynb #01cd050e
 class IntegerLayer(nn.Module):
     "A DAQ layer in integer form: levels in, the exact integer product, one float scale and bias per channel out."
     def __init__(self, config:dict # `layer_config`'s description
@@ -146,7 +146,7 @@ class IntegerLayer(nn.Module):
                 + (', takes levels' if c['takes_levels'] else '') + (f", emits {c['emits']}-bit levels"
                                                                       if c['emits'] else ''))
 
-# %% ../nbs/07_export.ipynb #ed8311ae
+# %% ../nbs/07_export.ipynb #e1285e8e
 @patch_to(IntegerLayer)
 def _affine(self) -> tuple:
     "(scale, bias) in float64: as computed at conversion (before rounding to the float32 buffers), else the buffers."
@@ -159,7 +159,7 @@ def _set_affine(self, scale:torch.Tensor, bias:torch.Tensor):
     self._exact_affine = (scale, bias)
     with torch.no_grad(): self.scale.copy_(scale); self.bias.copy_(bias)
 
-# %% ../nbs/07_export.ipynb #3e0de8be
+# %% ../nbs/07_export.ipynb #44577a09
 def integer_layer(layer:QuantizedLayer # a trained (or calibrated) DAQ layer
                  ) -> IntegerLayer:
     "The integer form of one DAQ layer."
@@ -179,7 +179,7 @@ def integer_layer(layer:QuantizedLayer # a trained (or calibrated) DAQ layer
             result.act_lower.copy_(lower); result.act_upper.copy_(upper)
     return result
 
-# %% ../nbs/07_export.ipynb #3b620116
+# %% ../nbs/07_export.ipynb #193403ab
 @patch_to(IntegerLayer)
 def _channels(self, t:torch.Tensor, like:torch.Tensor, lead:int=0) -> torch.Tensor:
     "`t` (`lead` leading dims, then channels) shaped to broadcast against `like` (channels: dim 1, or last for linear)."
@@ -215,7 +215,7 @@ def accumulate(self, k:torch.Tensor # input levels (uint8), or the float input o
         acc = acc + zero * inside.float()
     return acc
 
-# %% ../nbs/07_export.ipynb #8420e405
+# %% ../nbs/07_export.ipynb #bf60f4f0
 @patch_to(IntegerLayer)
 def requantize(self, acc:torch.Tensor) -> torch.Tensor:
     "The next layer's input levels from integer thresholds: $k = \\#\\{j : \\mathrm{sign}\\cdot P \\ge \\theta_j\\}$."
@@ -236,7 +236,7 @@ def forward(self, x:torch.Tensor) -> torch.Tensor:
     if c['emits'] is not None: return self.requantize(acc)
     return acc * self._channels(self.scale, acc) + self._channels(self.bias, acc)
 
-# %% ../nbs/07_export.ipynb #b61939d5
+# %% ../nbs/07_export.ipynb #69d60ab0
 class _IntegerTracer(fx.Tracer):
     "torch.fx tracer that keeps DAQ layers and their integer forms as single calls."
     def is_leaf_module(self, m:nn.Module, qualname:str) -> bool:
@@ -260,7 +260,7 @@ def _is_relu(gm:fx.GraphModule, node:fx.Node) -> bool:
     return (node.op == 'call_function' and node.target in (F.relu, torch.relu) or
             node.op == 'call_method' and node.target == 'relu' or isinstance(_module(gm, node), nn.ReLU))
 
-# %% ../nbs/07_export.ipynb #e2b8e620
+# %% ../nbs/07_export.ipynb #0cdccab9
 def _bn_after(gm:fx.GraphModule, node:fx.Node) -> fx.Node|None:
     "The batch norm (eval statistics) that is `node`'s only user, if there is one."
     user = _only_user(node)
@@ -285,7 +285,7 @@ def _integer_sum(layer:IntegerLayer) -> bool:
     return (None not in (c['wbits'], c['abits']) and not (c['keep_mean'] or c['signed_input'])
             and c['dtype'] == 'float32')
 
-# %% ../nbs/07_export.ipynb #20a75f08
+# %% ../nbs/07_export.ipynb #58fc5ad8
 @patch_to(IntegerLayer)
 def fold_batch_norm(self, bn:nn.Module):
     "Absorb an evaluation-mode batch norm that follows the layer into its scale and bias."
@@ -309,7 +309,7 @@ def fold_requantization(self, upper:torch.Tensor, # the next layer's input range
     theta = torch.where(s == 0, constant, theta).clamp(-big, big)
     with torch.no_grad(): self.thresholds.copy_(theta); self.threshold_sign.copy_(sign)
 
-# %% ../nbs/07_export.ipynb #e8de6d98
+# %% ../nbs/07_export.ipynb #c71c2035
 def _fold(gm:fx.GraphModule, compute:bool=True) -> list:
     "Apply the two folds on `gm`'s graph; `compute=False` only rebuilds the structure (loading). Returns the folds."
     folds = []
@@ -332,7 +332,7 @@ def _fold(gm:fx.GraphModule, compute:bool=True) -> list:
     gm.graph.lint(); gm.delete_all_unused_submodules(); gm.recompile()
     return folds
 
-# %% ../nbs/07_export.ipynb #a36d2979
+# %% ../nbs/07_export.ipynb #bd7fb8c1
 def _architecture(model:nn.Module) -> dict|None:
     "How `load` can rebuild `model` by itself (the ResNet-20 of `daq.models`), or None."
     if not isinstance(model, CifarResNet) or len(list(model.layer1.children())) != 3: return None
@@ -358,7 +358,7 @@ def to_integer(model:nn.Module, # a trained network with DAQ layers (e.g. `resne
     gm.folds, gm.architecture = _fold(gm) if fold else [], _architecture(model)
     return gm.eval()
 
-# %% ../nbs/07_export.ipynb #09bc9d48
+# %% ../nbs/07_export.ipynb #cb0802c1
 def _input_quantizer(m:nn.Module) -> tuple:
     "(ℓ_A, u_A, bits) of a DAQ layer, or of its `frozen` form (see below)."
     if isinstance(m, QuantizedLayer): return (*_act_range(m), m.abits)
@@ -376,7 +376,7 @@ def _recording(fake:nn.Module, integer:fx.GraphModule) -> tuple:
             hooks.append(source.register_forward_pre_hook(record))
     return seen_fake, seen_int, hooks
 
-# %% ../nbs/07_export.ipynb #958d5596
+# %% ../nbs/07_export.ipynb #6347b494
 @torch.no_grad()
 def compare(fake:nn.Module, # the trained fake-quant network, or its `frozen` form (evaluation mode is set)
             integer:fx.GraphModule, # its integer form (`to_integer`, `load`)
@@ -411,7 +411,7 @@ def compare(fake:nn.Module, # the trained fake-quant network, or its `frozen` fo
     if labels is not None: result.update(accuracy_fake=correct_fake / n, accuracy_integer=correct_int / n)
     return result
 
-# %% ../nbs/07_export.ipynb #cad463b5
+# %% ../nbs/07_export.ipynb #22c0b1e1
 def pack_levels(levels:torch.Tensor, # uint8 levels, each < 2**bits
                 bits:int # bits per level, 1..8
                ) -> torch.Tensor:
@@ -430,7 +430,7 @@ def unpack_levels(packed:torch.Tensor, bits:int, shape:tuple) -> torch.Tensor:
     stream = np.unpackbits(packed.numpy(), bitorder='little', count=count * bits).reshape(count, bits)
     return torch.from_numpy(np.packbits(stream, axis=1, bitorder='little').reshape(shape))
 
-# %% ../nbs/07_export.ipynb #3ca5bf98
+# %% ../nbs/07_export.ipynb #93280e85
 def _is_integer(model:nn.Module) -> bool: return any(isinstance(m, IntegerLayer) for m in model.modules())
 
 def save(model:nn.Module, # a trained network with DAQ layers, or its integer form
@@ -455,7 +455,7 @@ def save(model:nn.Module, # a trained network with DAQ layers, or its integer fo
     save_file(tensors, str(path), metadata={'daq': json.dumps(header)})
     return header
 
-# %% ../nbs/07_export.ipynb #faac000a
+# %% ../nbs/07_export.ipynb #a01fe453
 def _read(path) -> tuple:
     "(header, tensors) of a file written by `save`."
     from safetensors import safe_open
@@ -491,7 +491,7 @@ def load(path, # a file written by `save`
     integer.architecture = arch
     return integer.eval()
 
-# %% ../nbs/07_export.ipynb #0e6b6b08
+# %% ../nbs/07_export.ipynb #7a6de94b
 def _need(module:str):
     "Import an optional dependency, or say which extra installs it."
     try: return __import__(module)
@@ -523,7 +523,7 @@ def onnx_logits(path, # an ONNX file (from `export_onnx`, or any with one input)
     return torch.cat([torch.from_numpy(session.run(None, {name: images[i:i + batch_size].numpy()})[0])
                       for i in range(0, len(images), batch_size)])
 
-# %% ../nbs/07_export.ipynb #cab3d7e4
+# %% ../nbs/07_export.ipynb #e87cff07
 class FrozenLayer(nn.Module):
     "A DAQ layer's evaluation form: the hard-quantized weight stored, the input quantizer kept (a float graph)."
     def __init__(self, layer:QuantizedLayer):
@@ -548,7 +548,7 @@ class FrozenLayer(nn.Module):
     def _bias_shape(self, y):
         return self.bias if self.config['kind'] == 'linear' else self.bias.reshape((-1,) + (1,) * (y.dim() - 2))
 
-# %% ../nbs/07_export.ipynb #d953c9c9
+# %% ../nbs/07_export.ipynb #833ac0c7
 def frozen(model:nn.Module # a trained network with DAQ layers
           ) -> nn.Module:
     "A copy of `model` for float inference and export: every DAQ layer a `FrozenLayer` (weights quantized once)."
@@ -561,7 +561,7 @@ def frozen(model:nn.Module # a trained network with DAQ layers
             setattr(result.get_submodule(parent), leaf, FrozenLayer(layer))
     return result
 
-# %% ../nbs/07_export.ipynb #e64b6822
+# %% ../nbs/07_export.ipynb #97f58a8f
 def model_from_checkpoint(path, # `daq-train`'s best.pt/last.pt, an authors' file, or a state_dict file
                           recipe:str|None=None # the recipe's name when the file does not say (a bare state_dict)
                          ) -> nn.Module:
@@ -584,7 +584,7 @@ def model_from_checkpoint(path, # `daq-train`'s best.pt/last.pt, an authors' fil
     except (RuntimeError, ValueError) as e: raise ValueError(f"{path} does not fit recipe {chosen.name}: {e}") from None
     return model.eval()
 
-# %% ../nbs/07_export.ipynb #e2e1846d
+# %% ../nbs/07_export.ipynb #9e048175
 def _export_parser():
     import argparse
     p = argparse.ArgumentParser(prog='daq-export', description="Write a trained DAQ network in integer form: a packed "
@@ -597,6 +597,8 @@ def _export_parser():
                    'the first N exact CIFAR-10 test images (default: all 1,000 when the shared folder is found; '
                    '0: skip)')
     p.add_argument('--shared', metavar='DIR', help='shared folder (default: $DAQ_SHARED, then shared/ upwards)')
+    p.add_argument('--input-size', type=int, metavar='PX', help='the ONNX file\'s image height and width (default: 32 '
+                   'for CIFAR ResNets, else 224); its batch size is free')
     p.add_argument('--no-fold', action='store_true', help='keep batch norms and quantizers unfolded')
     p.add_argument('--debug', action='store_true', help='show tracebacks')
     return p
@@ -616,10 +618,12 @@ def _check_images(args, model:nn.Module):
     x, y = load_npz_images(path)
     return x[:args.check or len(x)], y[:args.check or len(y)]
 
-# %% ../nbs/07_export.ipynb #76b71089
+# %% ../nbs/07_export.ipynb #a73708db
 def _export_main(argv:list):
     args = _export_parser().parse_args(argv)
     if args.check is not None and args.check < 0: raise ValueError(f"--check must be >= 0, got {args.check}")
+    if args.input_size is not None and args.input_size < 1:
+        raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
     model = model_from_checkpoint(args.checkpoint, args.recipe)
     integer = to_integer(model, fold=not args.no_fold)
     _need('safetensors')
@@ -630,7 +634,8 @@ def _export_main(argv:list):
           f"parameters alone are {fp_bytes:,} bytes)")
     images = _check_images(args, model)
     if args.onnx:
-        export_onnx(integer, args.onnx, images[0][:2] if images is not None else torch.zeros(2, 3, 32, 32))
+        size = args.input_size or (32 if isinstance(model, CifarResNet) else 224)
+        export_onnx(integer, args.onnx, torch.zeros(2, 3, size, size))
         print(f"daq-export: wrote {args.onnx} ({Path(args.onnx).stat().st_size:,} bytes)")
     if images is None: return
     r = compare(model, load(args.output, model), *images)
@@ -648,7 +653,7 @@ def export_cli(argv:list|None=None # arguments (default: `sys.argv[1:]`)
     from daq.cli import run_cli
     run_cli(_export_main, 'daq-export', argv)
 
-# %% ../nbs/07_export.ipynb #e35f17a1
+# %% ../nbs/07_export.ipynb #46b50804
 def integer_summary(integer:fx.GraphModule) -> list:
     "One row per integer layer: name, kind, bits, input, output, folded batch norm."
     folds = {f['layer']: f for f in getattr(integer, 'folds', [])}
