@@ -167,3 +167,6 @@ def test_onnx_of_every_layer_kind_and_setting(bits, keep_mean, signed, tmp_path)
     with torch.no_grad(): want, fake = integer(data), net(data)
     torch.testing.assert_close(onnx_logits(tmp_path / 'net.onnx', data), want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(want, fake, rtol=1e-5, atol=1e-6)
+    other = torch.rand(3, 3, 11, 11)                                   # the file takes another batch and image size
+    with torch.no_grad(): torch.testing.assert_close(onnx_logits(tmp_path / 'net.onnx', other), integer(other),
+                                                     rtol=1e-5, atol=1e-6)
