@@ -7,7 +7,7 @@ __all__ = ['weight_levels', 'weight_offset', 'input_levels', 'IntegerProduct', '
            'to_integer', 'compare', 'pack_levels', 'unpack_levels', 'save', 'load', 'export_onnx', 'onnx_logits',
            'FrozenLayer', 'frozen', 'model_from_checkpoint', 'export_cli', 'integer_summary', 'format_integer_summary']
 
-# %% ../nbs/07_export.ipynb #9123ac22
+# %% ../nbs/07_export.ipynb #c53ae3da
 import json, math, warnings
 from pathlib import Path
 import torch
@@ -19,7 +19,7 @@ from .quant import (QuantizedLayer, quantize_act, quantize_weight, quantize_weig
                        _weight_statistics)
 from .models import CifarResNet, resnet20
 
-# %% ../nbs/07_export.ipynb #69edd8b4
+# %% ../nbs/07_export.ipynb #7ff16c69
 def weight_levels(layer:QuantizedLayer # a DAQ layer with quantized weights
                  ) -> torch.Tensor:
     "The weight's level indices $k_W \\in \\{0..n_W\\}$ as uint8, so that $Q_W = (2k_W - n_W)/n_W$."
@@ -41,7 +41,7 @@ def weight_offset(layer:QuantizedLayer) -> torch.Tensor:
     delta = (2 * mean / std + up + lo) / (up - lo)
     return (check_bits(layer.wbits) * delta).reshape(-1).expand(out).clone()
 
-# %% ../nbs/07_export.ipynb #7edd9de7
+# %% ../nbs/07_export.ipynb #31a215f0
 def input_levels(x:torch.Tensor, # the layer's input
                  lower:torch.Tensor, upper:torch.Tensor, # clip range [ℓ_A, u_A] (0-d tensors)
                  bits:int # activation bit-width
@@ -57,7 +57,7 @@ def _act_range(layer:QuantizedLayer) -> tuple:
     upper = layer.uA.detach().float()
     return (layer.lA.detach().float() if layer.signed_input else torch.zeros(())), upper
 
-# %% ../nbs/07_export.ipynb #2103067f
+# %% ../nbs/07_export.ipynb #94b3fc72
 def _exact_dtype(window:int, n_w:int, n_a:int) -> torch.dtype:
     "float32 if every partial sum of `window` products |m_W k_A| <= n_W n_A is an exact float32 integer, else float64."
     return torch.float32 if window * n_w * n_a < 2 ** 24 else torch.float64
@@ -75,7 +75,7 @@ def _onnx_integer_op(g, kind:str, x, w, geometry:dict, w_zero:int):
     return g.op('ConvInteger', x, w, x_zero, w_zero, strides_i=geometry['stride'], dilations_i=geometry['dilation'],
                 pads_i=list(geometry['padding']) * 2, group_i=geometry['groups'])
 
-# %% ../nbs/07_export.ipynb #e1752f95
+# %% ../nbs/07_export.ipynb #f843456f
 class IntegerProduct(torch.autograd.Function):
     "$\\sum m_W k_A$ of uint8 levels `k` and stored weights `w` ($m_W + 128$, or $k_W$ for 8 bits), as float32."
     @staticmethod
@@ -98,7 +98,7 @@ def _stored_weight(levels:torch.Tensor, n_w:int) -> torch.Tensor:
     "The uint8 weight the integer product takes: $m_W + 128 = 2k_W - n_W + 128$, or $k_W$ itself for 8 bits."
     return (2 * levels.int() - n_w + 128).to(torch.uint8) if n_w < 128 else levels
 
-# %% ../nbs/07_export.ipynb #c767a3a8
+# %% ../nbs/07_export.ipynb #1aaae6b9
 def layer_config(layer:QuantizedLayer) -> dict:
     "The JSON-able description of a DAQ layer's integer form (kind, shapes, bits, settings, geometry)."
     kind = 'linear' if isinstance(layer, nn.Linear) else 'conv1d' if isinstance(layer, nn.Conv1d) else 'conv2d'
@@ -118,7 +118,7 @@ def layer_config(layer:QuantizedLayer) -> dict:
                 signed_input=bool(layer.signed_input), keep_mean=bool(layer.keep_mean and layer.wbits is not None),
                 geometry=geometry, dtype=str(dtype).removeprefix('torch.'), takes_levels=False, emits=None)
 
-# %% ../nbs/07_export.ipynb #26005d6c
+# %% ../nbs/07_export.ipynb #5c95ea64
 class IntegerLayer(nn.Module):
     "A DAQ layer in integer form: levels in, the exact integer product, one float scale and bias per channel out."
     def __init__(self, config:dict # `layer_config`'s description
@@ -146,7 +146,7 @@ class IntegerLayer(nn.Module):
                 + (', takes levels' if c['takes_levels'] else '') + (f", emits {c['emits']}-bit levels"
                                                                       if c['emits'] else ''))
 
-# %% ../nbs/07_export.ipynb #58c263b8
+# %% ../nbs/07_export.ipynb #fce04bb2
 @patch_to(IntegerLayer)
 def _affine(self) -> tuple:
     "(scale, bias) in float64: as computed at conversion (before rounding to the float32 buffers), else the buffers."
@@ -159,7 +159,7 @@ def _set_affine(self, scale:torch.Tensor, bias:torch.Tensor):
     self._exact_affine = (scale, bias)
     with torch.no_grad(): self.scale.copy_(scale); self.bias.copy_(bias)
 
-# %% ../nbs/07_export.ipynb #f0e592bc
+# %% ../nbs/07_export.ipynb #e1a1bf41
 def integer_layer(layer:QuantizedLayer # a trained (or calibrated) DAQ layer
                  ) -> IntegerLayer:
     "The integer form of one DAQ layer."
@@ -179,7 +179,7 @@ def integer_layer(layer:QuantizedLayer # a trained (or calibrated) DAQ layer
             result.act_lower.copy_(lower); result.act_upper.copy_(upper)
     return result
 
-# %% ../nbs/07_export.ipynb #b5660de1
+# %% ../nbs/07_export.ipynb #7c6ee458
 @patch_to(IntegerLayer)
 def _channels(self, t:torch.Tensor, like:torch.Tensor, lead:int=0) -> torch.Tensor:
     "`t` (`lead` leading dims, then channels) shaped to broadcast against `like` (channels: dim 1, or last for linear)."
@@ -215,7 +215,7 @@ def accumulate(self, k:torch.Tensor # input levels (uint8), or the float input o
         acc = acc + zero * inside.float()
     return acc
 
-# %% ../nbs/07_export.ipynb #10061c4d
+# %% ../nbs/07_export.ipynb #09cde553
 @patch_to(IntegerLayer)
 def requantize(self, acc:torch.Tensor) -> torch.Tensor:
     "The next layer's input levels from integer thresholds: $k = \\#\\{j : \\mathrm{sign}\\cdot P \\ge \\theta_j\\}$."
@@ -236,7 +236,7 @@ def forward(self, x:torch.Tensor) -> torch.Tensor:
     if c['emits'] is not None: return self.requantize(acc)
     return acc * self._channels(self.scale, acc) + self._channels(self.bias, acc)
 
-# %% ../nbs/07_export.ipynb #bbc9f7d0
+# %% ../nbs/07_export.ipynb #2719b64e
 class _IntegerTracer(fx.Tracer):
     "torch.fx tracer that keeps DAQ layers and their integer forms as single calls."
     def is_leaf_module(self, m:nn.Module, qualname:str) -> bool:
@@ -260,7 +260,7 @@ def _is_relu(gm:fx.GraphModule, node:fx.Node) -> bool:
     return (node.op == 'call_function' and node.target in (F.relu, torch.relu) or
             node.op == 'call_method' and node.target == 'relu' or isinstance(_module(gm, node), nn.ReLU))
 
-# %% ../nbs/07_export.ipynb #4649a53e
+# %% ../nbs/07_export.ipynb #4e05f052
 def _bn_after(gm:fx.GraphModule, node:fx.Node) -> fx.Node|None:
     "The batch norm (eval statistics) that is `node`'s only user, if there is one."
     user = _only_user(node)
@@ -285,7 +285,7 @@ def _integer_sum(layer:IntegerLayer) -> bool:
     return (None not in (c['wbits'], c['abits']) and not (c['keep_mean'] or c['signed_input'])
             and c['dtype'] == 'float32')
 
-# %% ../nbs/07_export.ipynb #a8c99beb
+# %% ../nbs/07_export.ipynb #a5d18ad7
 @patch_to(IntegerLayer)
 def fold_batch_norm(self, bn:nn.Module):
     "Absorb an evaluation-mode batch norm that follows the layer into its scale and bias."
@@ -309,7 +309,7 @@ def fold_requantization(self, upper:torch.Tensor, # the next layer's input range
     theta = torch.where(s == 0, constant, theta).clamp(-big, big)
     with torch.no_grad(): self.thresholds.copy_(theta); self.threshold_sign.copy_(sign)
 
-# %% ../nbs/07_export.ipynb #e9441bc5
+# %% ../nbs/07_export.ipynb #355e5cbc
 def _fold(gm:fx.GraphModule, compute:bool=True) -> list:
     "Apply the two folds on `gm`'s graph; `compute=False` only rebuilds the structure (loading). Returns the folds."
     folds = []
@@ -332,7 +332,7 @@ def _fold(gm:fx.GraphModule, compute:bool=True) -> list:
     gm.graph.lint(); gm.delete_all_unused_submodules(); gm.recompile()
     return folds
 
-# %% ../nbs/07_export.ipynb #84dd1f1d
+# %% ../nbs/07_export.ipynb #8de2d8b4
 def _architecture(model:nn.Module) -> dict|None:
     "How `load` can rebuild `model` by itself (the ResNet-20 of `daq.models`), or None."
     if not isinstance(model, CifarResNet) or len(list(model.layer1.children())) != 3: return None
@@ -358,7 +358,7 @@ def to_integer(model:nn.Module, # a trained network with DAQ layers (e.g. `resne
     gm.folds, gm.architecture = _fold(gm) if fold else [], _architecture(model)
     return gm.eval()
 
-# %% ../nbs/07_export.ipynb #78245ee7
+# %% ../nbs/07_export.ipynb #4b849ce8
 def _input_quantizer(m:nn.Module) -> tuple:
     "(ℓ_A, u_A, bits) of a DAQ layer, or of its `frozen` form (see below)."
     if isinstance(m, QuantizedLayer): return (*_act_range(m), m.abits)
@@ -376,7 +376,7 @@ def _recording(fake:nn.Module, integer:fx.GraphModule) -> tuple:
             hooks.append(source.register_forward_pre_hook(record))
     return seen_fake, seen_int, hooks
 
-# %% ../nbs/07_export.ipynb #9d92f8ab
+# %% ../nbs/07_export.ipynb #30eb73b4
 @torch.no_grad()
 def compare(fake:nn.Module, # the trained fake-quant network, or its `frozen` form (evaluation mode is set)
             integer:fx.GraphModule, # its integer form (`to_integer`, `load`)
@@ -411,7 +411,7 @@ def compare(fake:nn.Module, # the trained fake-quant network, or its `frozen` fo
     if labels is not None: result.update(accuracy_fake=correct_fake / n, accuracy_integer=correct_int / n)
     return result
 
-# %% ../nbs/07_export.ipynb #79cbc10e
+# %% ../nbs/07_export.ipynb #b92ad9b1
 def pack_levels(levels:torch.Tensor, # uint8 levels, each < 2**bits
                 bits:int # bits per level, 1..8
                ) -> torch.Tensor:
@@ -430,7 +430,7 @@ def unpack_levels(packed:torch.Tensor, bits:int, shape:tuple) -> torch.Tensor:
     stream = np.unpackbits(packed.numpy(), bitorder='little', count=count * bits).reshape(count, bits)
     return torch.from_numpy(np.packbits(stream, axis=1, bitorder='little').reshape(shape))
 
-# %% ../nbs/07_export.ipynb #6af0fe17
+# %% ../nbs/07_export.ipynb #1eeac8a2
 def _is_integer(model:nn.Module) -> bool: return any(isinstance(m, IntegerLayer) for m in model.modules())
 
 def save(model:nn.Module, # a trained network with DAQ layers, or its integer form
@@ -455,7 +455,7 @@ def save(model:nn.Module, # a trained network with DAQ layers, or its integer fo
     save_file(tensors, str(path), metadata={'daq': json.dumps(header)})
     return header
 
-# %% ../nbs/07_export.ipynb #1a76fa36
+# %% ../nbs/07_export.ipynb #46655c35
 def _read(path) -> tuple:
     "(header, tensors) of a file written by `save`."
     from safetensors import safe_open
@@ -491,7 +491,7 @@ def load(path, # a file written by `save`
     integer.architecture = arch
     return integer.eval()
 
-# %% ../nbs/07_export.ipynb #3244c25f
+# %% ../nbs/07_export.ipynb #f7e034fc
 def _need(module:str):
     "Import an optional dependency, or say which extra installs it."
     try: return __import__(module)
@@ -524,7 +524,7 @@ def onnx_logits(path, # an ONNX file (from `export_onnx`, or any with one input)
     return torch.cat([torch.from_numpy(session.run(None, {name: images[i:i + batch_size].numpy()})[0])
                       for i in range(0, len(images), batch_size)])
 
-# %% ../nbs/07_export.ipynb #7ccb69b8
+# %% ../nbs/07_export.ipynb #43be8a9d
 class FrozenLayer(nn.Module):
     "A DAQ layer's evaluation form: the hard-quantized weight stored, the input quantizer kept (a float graph)."
     def __init__(self, layer:QuantizedLayer):
@@ -549,7 +549,7 @@ class FrozenLayer(nn.Module):
     def _bias_shape(self, y):
         return self.bias if self.config['kind'] == 'linear' else self.bias.reshape((-1,) + (1,) * (y.dim() - 2))
 
-# %% ../nbs/07_export.ipynb #61e72d58
+# %% ../nbs/07_export.ipynb #1f1b6982
 def frozen(model:nn.Module # a trained network with DAQ layers
           ) -> nn.Module:
     "A copy of `model` for float inference and export: every DAQ layer a `FrozenLayer` (weights quantized once)."
@@ -562,7 +562,7 @@ def frozen(model:nn.Module # a trained network with DAQ layers
             setattr(result.get_submodule(parent), leaf, FrozenLayer(layer))
     return result
 
-# %% ../nbs/07_export.ipynb #e4165fcd
+# %% ../nbs/07_export.ipynb #2ee3aa33
 def model_from_checkpoint(path, # `daq-train`'s best.pt/last.pt, an authors' file, or a state_dict file
                           recipe:str|None=None # the recipe's name when the file does not say (a bare state_dict)
                          ) -> nn.Module:
@@ -585,7 +585,7 @@ def model_from_checkpoint(path, # `daq-train`'s best.pt/last.pt, an authors' fil
     except (RuntimeError, ValueError) as e: raise ValueError(f"{path} does not fit recipe {chosen.name}: {e}") from None
     return model.eval()
 
-# %% ../nbs/07_export.ipynb #c2bf32ab
+# %% ../nbs/07_export.ipynb #c7d60622
 def _export_parser():
     import argparse
     p = argparse.ArgumentParser(prog='daq-export', description="Write a trained DAQ network in integer form: a packed "
@@ -619,7 +619,7 @@ def _check_images(args, model:nn.Module):
     x, y = load_npz_images(path)
     return x[:args.check or len(x)], y[:args.check or len(y)]
 
-# %% ../nbs/07_export.ipynb #35841f7b
+# %% ../nbs/07_export.ipynb #f7d88535
 def _export_main(argv:list):
     args = _export_parser().parse_args(argv)
     if args.check is not None and args.check < 0: raise ValueError(f"--check must be >= 0, got {args.check}")
@@ -654,7 +654,7 @@ def export_cli(argv:list|None=None # arguments (default: `sys.argv[1:]`)
     from daq.cli import run_cli
     run_cli(_export_main, 'daq-export', argv)
 
-# %% ../nbs/07_export.ipynb #2edc2656
+# %% ../nbs/07_export.ipynb #70ef8cf7
 def integer_summary(integer:fx.GraphModule) -> list:
     "One row per integer layer: name, kind, bits, input, output, folded batch norm."
     folds = {f['layer']: f for f in getattr(integer, 'folds', [])}
