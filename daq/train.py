@@ -27,6 +27,7 @@ from .shared import shared_file
 from .cli import run_cli
 from .checkpoints import authors_release, checkpoint_kind, load_npz_images, accuracy
 from .data import cifar10_arrays, balanced_subset, DeviceLoader, imagenet_loaders
+from .global_bn import global_batch_norm
 from .runs import (RunLock, DamagedCheckpoint, save_checkpoint, load_checkpoint, write_atomic, write_metrics,
                       read_metrics)
 
@@ -348,8 +349,8 @@ def _check_processes(recipe:Recipe, world:int, sync_bn:bool, device:torch.device
     if recipe.batch_size % world or recipe.batch_size // world < 2:
         raise ValueError(f"batch_size={recipe.batch_size} does not split over {world} processes into batches of at "
                          "least two images; use a multiple of the process count")
-    if sync_bn and device.type != 'cuda':
-        raise ValueError("sync_bn (--sync-bn) needs GPUs: torch's SyncBatchNorm runs on CUDA devices only")
+    if sync_bn and device.type not in ('cpu', 'cuda'):
+        raise ValueError(f"sync_bn (--sync-bn) runs on CPUs (gloo) and CUDA GPUs (NCCL), not on {device.type}")
 
 # %% ../nbs/05_train.ipynb #f0bb02a4
 def _run_config(recipe:Recipe, data, subset, test_subset) -> dict:
@@ -485,7 +486,7 @@ def _open_run(recipe:Recipe, data, run_dir:Path, device:torch.device, *, subset,
     ckpt = _stored_checkpoint(run_dir, config, force)
     torch.manual_seed(recipe.seed); random.seed(recipe.seed); np.random.seed(recipe.seed)
     model = build_model(recipe).to(device)
-    if sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if sync_bn: model = global_batch_norm(model, device)
     if channels_last: model = model.to(memory_format=torch.channels_last)
     if ckpt is None and (init := _initial_checkpoint(recipe, shared)) is not None: initialize_from(model, init)
     optimizers, schedulers = make_optimizers(model, recipe)
@@ -580,7 +581,7 @@ def train(recipe:Recipe, # what to train (see `get_recipe`)
           amp:str|None=None, # 'bf16': bfloat16 autocast (changes low-bit results: see "Speed settings"; in the config)
           channels_last:bool=False, # NHWC model and batches (faster convolutions on GPUs; refused on CPU)
           compile:bool=False, # `torch.compile` the model, after `check_compiled_gradients` (compiles for minutes first)
-          sync_bn:bool=False, # under torchrun: batch norm over the global batch (`SyncBatchNorm`, GPUs only)
+          sync_bn:bool=False, # under torchrun: batch norm over the global batch (`global_batch_norm`)
           exact_test:str|Path|None=None # a lossless `.npz` test set for the final and best models
          ) -> dict:
     "Train `recipe` in `run_dir` (locked while it trains), checkpointing every epoch; returns the run summary."
@@ -687,7 +688,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help='torch.compile the model (GPU speed; minutes of compilation first), '
                         'after checking on a copy, in float64, that it gives the eager gradients')
     p.add_argument('--sync-bn', action='store_true',
-                   help="under torchrun: batch norm over the global batch (torch's SyncBatchNorm; GPUs only)")
+                   help='under torchrun: batch norm over the global batch, not per process (as one process on '
+                        "the whole batch; torch's SyncBatchNorm on GPUs, daq's GlobalBatchNorm on CPUs)")
     p.add_argument('--exact-test',
                    help='a lossless .npz test set (e.g. test-exact-1000.npz) for the final and best models')
     p.add_argument('--debug', action='store_true', help='show the Python traceback of an error')
