@@ -84,25 +84,26 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.running_mean.mul_(1 - m).add_(mean.to(self.running_mean.dtype), alpha=m)
         self.running_var.mul_(1 - m).add_(var.to(self.running_var.dtype), alpha=m)
 
-# %% ../nbs/04b_global_bn.ipynb #7294e79d
-def _swap_batch_norms(module:nn.Module) -> nn.Module:
+# %% ../nbs/04b_global_bn.ipynb #99590af1
+def _swap_batch_norms(module:nn.Module, process_group) -> nn.Module:
     "`module` with every plain batch norm in it replaced by a `GlobalBatchNorm` holding the same tensors."
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (GlobalBatchNorm,
                                                                                          nn.SyncBatchNorm)):
         new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+                              module.track_running_stats, process_group=process_group)
         for name in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'):
             setattr(new, name, getattr(module, name))
         return new.train(module.training)
-    for name, child in module.named_children(): module.add_module(name, _swap_batch_norms(child))
+    for name, child in module.named_children(): module.add_module(name, _swap_batch_norms(child, process_group))
     return module
 
 def global_batch_norm(model:nn.Module, # a network (or a single batch norm)
-                      device:torch.device|str='cpu' # where it trains
+                      device:torch.device|str='cpu', # where it trains
+                      *, process_group=None # the processes that share each batch (default: all of them)
                      ) -> nn.Module:
     "`model` with every batch norm over the global batch: torch's `SyncBatchNorm` on CUDA, `GlobalBatchNorm` on CPUs."
     device = torch.device(device)
-    if device.type == 'cuda': return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if device.type == 'cuda': return nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
     if device.type != 'cpu':
         raise ValueError(f"batch norm over the global batch runs on CPUs (gloo) and CUDA GPUs (NCCL), not on {device}")
-    return _swap_batch_norms(model)
+    return _swap_batch_norms(model, process_group)
