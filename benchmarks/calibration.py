@@ -25,7 +25,7 @@ import torchvision
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import machine_info, write_record
+from dasr import add_record_arguments, machine_info, write_record
 from daq.checkpoints import accuracy, load_authors_checkpoint, load_npz_images
 from daq.data import cifar10_arrays, normalize
 from daq.networks import calibrate, minmax_baseline, quantize_model
@@ -91,10 +91,7 @@ def main(argv=None):
                    default=['resnet18', 'mobilenet_v2', 'efficientnet_b0', 'convnext_tiny', 'vit_b_16'])
     p.add_argument('--zoo-images', type=int, default=8)
     p.add_argument('--size', type=int, default=32)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--shared', default=None, help='the shared folder (default: $DAQ_SHARED or ../shared)')
-    p.add_argument('--json', help='write the record here')
+    add_record_arguments(p, threads=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

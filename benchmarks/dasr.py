@@ -56,6 +56,14 @@ def write_record(args, **record):
     print(f"# wrote {Path(args.json).name}")
 
 
+def add_record_arguments(p: argparse.ArgumentParser, *, threads: int, seed: bool = True):
+    "The arguments of the CPU benchmarks that write a record: --seed (if `seed`), --threads, --shared, --json."
+    if seed: p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=threads)
+    p.add_argument('--shared', default=None, help='the shared folder (default: $DAQ_SHARED or ../shared)')
+    p.add_argument('--json', help='write the record here')
+
+
 def machine_info(device: torch.device) -> dict:
     "What the numbers were measured on."
     info = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),

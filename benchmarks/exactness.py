@@ -25,7 +25,7 @@ import torch.nn as nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import machine_info, write_record
+from dasr import add_record_arguments, machine_info, write_record
 from daq.checkpoints import load_authors_checkpoint, load_npz_images
 from daq.data import cifar10_arrays, normalize
 from daq.export import compare, export_onnx, frozen, onnx_logits, to_integer
@@ -80,10 +80,7 @@ def main(argv=None):
     p.add_argument('--images', type=int, default=1000, help='exact test images to compare on')
     p.add_argument('--authors', action=argparse.BooleanOptionalAction, default=True,
                    help="also the authors' W1A1 and W1A32 checkpoints")
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--shared', default=None, help='the shared folder (default: $DAQ_SHARED or ../shared)')
-    p.add_argument('--json', help='write the record here')
+    add_record_arguments(p, threads=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -27,7 +27,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
-from dasr import CpuShare, machine_info, write_record
+from dasr import CpuShare, add_record_arguments, machine_info, write_record
 from daq.checkpoints import load_authors_checkpoint, load_npz_images
 from daq.export import export_onnx, save, to_integer
 from daq.models import resnet20
@@ -126,9 +126,7 @@ def main(argv=None):
     p.add_argument('--batches', type=lambda s: [int(b) for b in s.split(',')], default=[1, 128])
     p.add_argument('--rounds', type=int, default=5, help='interleaved timing rounds')
     p.add_argument('--min-time', type=float, default=1.0, help='seconds per measurement')
-    p.add_argument('--threads', type=int, default=1)
-    p.add_argument('--shared', default=None, help='the shared folder (default: $DAQ_SHARED or ../shared)')
-    p.add_argument('--json', help='write the record here')
+    add_record_arguments(p, threads=1, seed=False)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
