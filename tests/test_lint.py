@@ -8,11 +8,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+RECORD_SCRIPTS = sorted(str(p.relative_to(REPO)) for p in REPO.glob('results/**/*.py'))   # the records' own tools
 
 
-@pytest.mark.parametrize('rules, paths', [(['--select', 'F'], ['daq', 'tests', 'docs_build', 'benchmarks']),
-                                          (['--select', 'E501', '--line-length', '120'],
-                                           ['nbs', 'tests', 'docs_build', 'benchmarks'])], ids=['pyflakes', 'lines'])
+TOOLS = ['tests', 'docs_build', 'benchmarks', *RECORD_SCRIPTS]
+
+
+@pytest.mark.parametrize('rules, paths', [(['--select', 'F'], ['daq', *TOOLS]),
+                                          (['--select', 'E501', '--line-length', '120'], ['nbs', *TOOLS])],
+                         ids=['pyflakes', 'lines'])
 def test_ruff(rules, paths):
     ruff = Path(sys.executable).parent / 'ruff'
     assert ruff.is_file(), f'{ruff} not found: is the dev extra installed (pip install -e ".[dev]")?'
