@@ -25,6 +25,7 @@ setup(
     python_requires='>=' + c['min_python'],
     packages=find_packages(include=['daq', 'daq.*']),
     include_package_data=True,
+    package_data={'daq': ['native/*.cpp']},          # the packed kernels' C++ source, compiled at first use
     install_requires=c.get('requirements', '').split(),
     extras_require={'dev': c.get('dev_requirements', '').split(),
                     'export': c.get('export_requirements', '').split()},

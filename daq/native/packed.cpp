@@ -1,0 +1,349 @@
+// daq's packed integer kernels: convolutions of bit-packed levels by AND and popcount.
+// The derivation and the tests are in nbs/06_packed.ipynb; daq/packed.py compiles this file (no torch headers: it
+// builds in about a second with the machine's C++ compiler) and calls it through ctypes.
+//
+// Layouts (bit b of word d is channel 64 d + b; unused bits are zero):
+//   activations  int64 [N, H, W, planes, words]            plane j holds bit j of each channel's level k_A
+//   weights      int64 [taps, planes, words, cout_padded]  plane i holds bit i of k_W; output channels innermost
+// Build flags: -O3 -ffp-contract=off (no fused multiply-add: the float epilogue rounds as PyTorch's does).
+#include <cstdint>
+#include <algorithm>
+#include <cstring>
+#include <thread>
+#include <vector>
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(DAQ_PORTABLE_ONLY)   // -DDAQ_PORTABLE_ONLY: plain C++
+#include <immintrin.h>
+#define DAQ_X86 1
+#endif
+
+// --- section: arguments
+struct ConvArgs {
+    const uint64_t* act; int64_t batch, height, width; int32_t act_planes, words;
+    const uint64_t* weight; int64_t cout, cout_padded; int32_t kernel_h, kernel_w, weight_planes, n_w;
+    int32_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w; int64_t out_h, out_w;
+    const float* scale; const float* bias;          // float epilogue: P * scale + bias, written NCHW float32
+    const int64_t* thresholds; const int64_t* sign; // level epilogue: k = #{j : sign * P >= thresholds[j]}, packed
+    int32_t out_bits;                               // 0: the float epilogue; 1..8: planes of the packed output
+    void* out; int32_t isa, threads;                // isa: 0 portable, 1 AVX2, 2 AVX-512 (VPOPCNTDQ)
+};
+
+struct Window {                                     // one output pixel's valid taps (zero padding adds nothing)
+    const uint64_t** taps; int32_t* index; int count; int64_t active;   // active = sum_j 2^j popcount(a_j)
+};
+
+// --- section: window
+// Inlined into each dispatch level, so that its popcounts use that level's instructions.
+static inline __attribute__((always_inline)) void window(const ConvArgs& a, int64_t n, int64_t oh, int64_t ow, Window& win) {
+    const int64_t pixel_words = (int64_t)a.act_planes * a.words;
+    win.count = 0; win.active = 0;
+    for (int kh = 0; kh < a.kernel_h; ++kh) {
+        int64_t ih = oh * a.stride_h - a.pad_h + (int64_t)kh * a.dilation_h;
+        if (ih < 0 || ih >= a.height) continue;
+        for (int kw = 0; kw < a.kernel_w; ++kw) {
+            int64_t iw = ow * a.stride_w - a.pad_w + (int64_t)kw * a.dilation_w;
+            if (iw < 0 || iw >= a.width) continue;
+            const uint64_t* x = a.act + ((n * a.height + ih) * a.width + iw) * pixel_words;
+            for (int j = 0; j < a.act_planes; ++j)
+                for (int d = 0; d < a.words; ++d) win.active += (int64_t)__builtin_popcountll(x[j * a.words + d]) << j;
+            win.taps[win.count] = x; win.index[win.count++] = kh * a.kernel_w + kw;
+        }
+    }
+}
+
+// --- section: portable
+// sums[co] = sum over taps, weight planes i, activation planes j, words: 2^(i+j) popcount(w_i AND a_j)
+static void accumulate_portable(const ConvArgs& a, const Window& win, int64_t* sums) {
+    const int64_t cp = a.cout_padded;
+    for (int64_t co = 0; co < a.cout; ++co) {
+        int64_t s = 0;
+        for (int t = 0; t < win.count; ++t)
+            for (int i = 0; i < a.weight_planes; ++i) {
+                const uint64_t* w = a.weight + ((int64_t)win.index[t] * a.weight_planes + i) * a.words * cp + co;
+                for (int j = 0; j < a.act_planes; ++j) {
+                    const uint64_t* x = win.taps[t] + (int64_t)j * a.words;
+                    int64_t c = 0;
+                    for (int d = 0; d < a.words; ++d) c += __builtin_popcountll(w[d * cp] & x[d]);
+                    s += c << (i + j);
+                }
+            }
+        sums[co] = s;
+    }
+}
+
+// P = 2 sum - n_W active, then either P scale + bias (float, NCHW) or the packed levels k = #{j : sign P >= t_j}
+static void epilogue_portable(const ConvArgs& a, const Window& win, const int64_t* sums, int64_t n, int64_t oh,
+                              int64_t ow) {
+    const int64_t offset = (int64_t)a.n_w * win.active;
+    if (a.out_bits == 0) {
+        float* out = (float*)a.out + n * a.cout * a.out_h * a.out_w + oh * a.out_w + ow;
+        for (int64_t co = 0; co < a.cout; ++co) {
+            float scaled = (float)(double)(2 * sums[co] - offset) * a.scale[co];
+            out[co * a.out_h * a.out_w] = scaled + a.bias[co];
+        }
+        return;
+    }
+    const int64_t out_words = (a.cout + 63) / 64, levels = (1 << a.out_bits) - 1;
+    uint64_t* out = (uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words;
+    std::memset(out, 0, sizeof(uint64_t) * a.out_bits * out_words);
+    for (int64_t co = 0; co < a.cout; ++co) {
+        int64_t q = a.sign[co] * (2 * sums[co] - offset);
+        int k = 0;
+        for (int64_t j = 0; j < levels; ++j) k += q >= a.thresholds[j * a.cout_padded + co];
+        for (int b = 0; b < a.out_bits; ++b) out[b * out_words + co / 64] |= (uint64_t)((k >> b) & 1) << (co % 64);
+    }
+}
+
+#ifdef DAQ_X86
+// --- section: avx2
+__attribute__((target("avx2,popcnt")))
+static inline __m256i popcount_avx2(__m256i v) {      // per 64-bit lane: nibble table lookups, then byte sums
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i counts = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
+                                     _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+    return _mm256_sad_epu8(counts, _mm256_setzero_si256());
+}
+
+__attribute__((target("avx2,popcnt")))
+static void accumulate_avx2(const ConvArgs& a, const Window& win, int64_t* sums) {
+    const int64_t cp = a.cout_padded;
+    for (int64_t co = 0; co < cp; co += 8) {
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        for (int t = 0; t < win.count; ++t)
+            for (int i = 0; i < a.weight_planes; ++i) {
+                const uint64_t* w = a.weight + ((int64_t)win.index[t] * a.weight_planes + i) * a.words * cp + co;
+                for (int j = 0; j < a.act_planes; ++j) {
+                    const uint64_t* x = win.taps[t] + (int64_t)j * a.words;
+                    __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+                    for (int d = 0; d < a.words; ++d) {
+                        __m256i xv = _mm256_set1_epi64x((long long)x[d]);
+                        c0 = _mm256_add_epi64(c0, popcount_avx2(_mm256_and_si256(
+                                 xv, _mm256_loadu_si256((const __m256i*)(w + d * cp)))));
+                        c1 = _mm256_add_epi64(c1, popcount_avx2(_mm256_and_si256(
+                                 xv, _mm256_loadu_si256((const __m256i*)(w + d * cp + 4)))));
+                    }
+                    s0 = _mm256_add_epi64(s0, _mm256_slli_epi64(c0, i + j));
+                    s1 = _mm256_add_epi64(s1, _mm256_slli_epi64(c1, i + j));
+                }
+            }
+        _mm256_storeu_si256((__m256i*)(sums + co), s0);
+        _mm256_storeu_si256((__m256i*)(sums + co + 4), s1);
+    }
+}
+
+// --- section: avx512
+// Eight output channels a vector, B output pixels at a time (each weight vector loaded once for all B), then the
+// epilogue on the same registers (the packed output gets 8 channels, a byte, per vector).
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq")))
+static inline __attribute__((always_inline)) void epilogue_avx512(const ConvArgs& a, __m512i s, int64_t active,
+                                                                  int64_t n, int64_t oh, int64_t ow, int64_t co) {
+    const int64_t cp = a.cout_padded, out_words = (a.cout + 63) / 64;
+    __m512i p = _mm512_sub_epi64(_mm512_add_epi64(s, s), _mm512_set1_epi64((long long)a.n_w * active));
+    if (a.out_bits == 0) {                              // exact: |P| < 2^24 (else the integer path keeps float64)
+        __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm512_cvtpd_ps(_mm512_cvtepi64_pd(p)), _mm256_loadu_ps(a.scale + co)),
+                                 _mm256_loadu_ps(a.bias + co));
+        alignas(32) float lane[8];
+        _mm256_store_ps(lane, y);
+        float* out = (float*)a.out + (n * a.cout + co) * a.out_h * a.out_w + oh * a.out_w + ow;
+        for (int64_t c = 0; c < 8 && co + c < a.cout; ++c) out[c * a.out_h * a.out_w] = lane[c];
+        return;
+    }
+    uint64_t* packed = (uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words;
+    __m512i q = _mm512_mullo_epi64(p, _mm512_loadu_si512(a.sign + co)), k = _mm512_setzero_si512();
+    const int levels = (1 << a.out_bits) - 1;
+    for (int j = 0; j < levels; ++j)
+        k = _mm512_mask_add_epi64(k, _mm512_cmpge_epi64_mask(q, _mm512_loadu_si512(a.thresholds + j * cp + co)),
+                                  k, _mm512_set1_epi64(1));
+    for (int b = 0; b < a.out_bits; ++b)                // padded channels never reach a level: their bits stay 0
+        ((uint8_t*)(packed + b * out_words + co / 64))[(co % 64) / 8] =
+            (uint8_t)_mm512_test_epi64_mask(k, _mm512_set1_epi64(1LL << b));
+}
+
+// taps[p * count + t]: pixel p's tap t; index[t]: the tap's place in the kernel (the same for all B pixels)
+template <int WP, int AP, int B, int WD, int KT>   // WD, KT: words and taps fixed at compile time (0: not)
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq")))
+static inline __attribute__((always_inline)) void pixels_avx512(const ConvArgs& a, const uint64_t* const* taps,
+        const int32_t* index, int count_, const int64_t* active, int64_t n, int64_t oh, int64_t ow) {
+    const int words = WD ? WD : a.words, count = KT ? KT : count_;
+    const int64_t cp = a.cout_padded, out_words = (a.cout + 63) / 64;
+    if (a.out_bits)
+        std::memset((uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words, 0,
+                    sizeof(uint64_t) * B * a.out_bits * out_words);
+    for (int64_t co = 0; co < cp; co += 8) {
+        __m512i s[B];
+#pragma GCC unroll 8
+        for (int p = 0; p < B; ++p) s[p] = _mm512_setzero_si512();
+        for (int t = 0; t < count; ++t)
+#pragma GCC unroll 4
+            for (int i = 0; i < WP; ++i) {
+                const uint64_t* w = a.weight + ((int64_t)index[t] * WP + i) * words * cp + co;
+#pragma GCC unroll 4
+                for (int j = 0; j < AP; ++j)
+                    for (int d = 0; d < words; ++d) {
+                        const __m512i wv = _mm512_loadu_si512(w + d * cp);
+#pragma GCC unroll 8
+                        for (int p = 0; p < B; ++p) {
+                            __m512i c = _mm512_popcnt_epi64(_mm512_and_si512(
+                                wv, _mm512_set1_epi64((long long)taps[p * count + t][j * words + d])));
+                            s[p] = _mm512_add_epi64(s[p], i + j ? _mm512_slli_epi64(c, (unsigned)(i + j)) : c);
+                        }
+                    }
+            }
+#pragma GCC unroll 8
+        for (int p = 0; p < B; ++p) epilogue_avx512(a, s[p], active[p], n, oh, ow + p, co);
+    }
+}
+
+// One row: border pixels one at a time, interior ones (every tap inside the image) four at a time.
+template <int WP, int AP, int WD, int KT>
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq,popcnt")))
+static void rows_avx512(const ConvArgs& a, int64_t first, int64_t last, Window& win, int64_t*) {
+    constexpr int B = 4;
+    const int count = a.kernel_h * a.kernel_w, words = WD ? WD : a.words;
+    const int64_t pixel_words = (int64_t)AP * words;
+    std::vector<const uint64_t*> taps(B * count);
+    std::vector<int32_t> index(count);
+    for (int t = 0; t < count; ++t) index[t] = t;
+    int64_t active[B];
+    const int64_t lo = (a.pad_w + a.stride_w - 1) / a.stride_w;
+    const int64_t reach = a.width - 1 - (int64_t)(a.kernel_w - 1) * a.dilation_w + a.pad_w;
+    const int64_t hi = reach < 0 ? 0 : std::min<int64_t>(a.out_w, reach / a.stride_w + 1);
+    for (int64_t r = first; r < last; ++r) {
+        const int64_t n = r / a.out_h, oh = r % a.out_h, ih = oh * a.stride_h - a.pad_h;
+        const bool inside = ih >= 0 && ih + (int64_t)(a.kernel_h - 1) * a.dilation_h < a.height;
+        for (int64_t ow = 0; ow < a.out_w;) {
+            if (!(inside && ow >= lo && ow + B <= hi)) {
+                window(a, n, oh, ow, win);
+                pixels_avx512<WP, AP, 1, WD, 0>(a, win.taps, win.index, win.count, &win.active, n, oh, ow);
+                ++ow; continue;
+            }
+            for (int p = 0; p < B; ++p) {
+                const uint64_t* x = a.act + ((n * a.height + ih) * a.width + (ow + p) * a.stride_w - a.pad_w)
+                                            * pixel_words;
+                active[p] = 0;
+                for (int kh = 0; kh < a.kernel_h; ++kh)
+                    for (int kw = 0; kw < a.kernel_w; ++kw) {
+                        const uint64_t* tap = x + ((int64_t)kh * a.dilation_h * a.width + (int64_t)kw * a.dilation_w)
+                                                  * pixel_words;
+                        taps[p * count + kh * a.kernel_w + kw] = tap;
+                        for (int j = 0; j < AP; ++j)
+                            for (int d = 0; d < words; ++d)
+                                active[p] += (int64_t)__builtin_popcountll(tap[j * words + d]) << j;
+                    }
+            }
+            pixels_avx512<WP, AP, B, WD, KT>(a, taps.data(), index.data(), count, active, n, oh, ow);
+            ow += B;
+        }
+    }
+}
+#endif
+
+// --- section: rows
+// rows = (image, output row) pairs, one dispatch level's loop each
+typedef void (*Rows)(const ConvArgs&, int64_t, int64_t, Window&, int64_t*);
+
+static void rows_portable(const ConvArgs& a, int64_t first, int64_t last, Window& win, int64_t* sums) {
+    for (int64_t r = first; r < last; ++r)
+        for (int64_t ow = 0; ow < a.out_w; ++ow) {
+            window(a, r / a.out_h, r % a.out_h, ow, win);
+            accumulate_portable(a, win, sums);
+            epilogue_portable(a, win, sums, r / a.out_h, r % a.out_h, ow);
+        }
+}
+
+#ifdef DAQ_X86
+__attribute__((target("avx2,popcnt")))
+static void rows_avx2(const ConvArgs& a, int64_t first, int64_t last, Window& win, int64_t* sums) {
+    for (int64_t r = first; r < last; ++r)
+        for (int64_t ow = 0; ow < a.out_w; ++ow) {
+            window(a, r / a.out_h, r % a.out_h, ow, win);
+            accumulate_avx2(a, win, sums);
+            epilogue_portable(a, win, sums, r / a.out_h, r % a.out_h, ow);
+        }
+}
+
+template <int WP, int AP> static Rows rows_avx512_shaped(const ConvArgs& a) {   // 3x3 and one word specialised
+    const bool nine = a.kernel_h * a.kernel_w == 9;
+    if (a.words == 1) return nine ? rows_avx512<WP, AP, 1, 9> : rows_avx512<WP, AP, 1, 0>;
+    return nine ? rows_avx512<WP, AP, 0, 9> : rows_avx512<WP, AP, 0, 0>;
+}
+template <int WP> static Rows rows_avx512_for(const ConvArgs& a) {
+    const int ap = a.act_planes;
+    return ap == 1 ? rows_avx512_shaped<WP, 1>(a) : ap == 2 ? rows_avx512_shaped<WP, 2>(a)
+         : ap == 3 ? rows_avx512_shaped<WP, 3>(a) : ap == 4 ? rows_avx512_shaped<WP, 4>(a) : rows_avx2;
+}
+#endif
+
+static Rows rows_for(const ConvArgs& a) {                 // the loop for this layer's dispatch level and bit-widths
+#ifdef DAQ_X86
+    if (a.isa == 2) {
+        const int wp = a.weight_planes;
+        return wp == 1 ? rows_avx512_for<1>(a) : wp == 2 ? rows_avx512_for<2>(a) : wp == 3 ? rows_avx512_for<3>(a)
+             : wp == 4 ? rows_avx512_for<4>(a) : rows_avx2;
+    }
+    if (a.isa == 1) return rows_avx2;
+#endif
+    return rows_portable;
+}
+
+static void conv_rows(const ConvArgs* a, int64_t first, int64_t last) {
+    std::vector<const uint64_t*> taps(a->kernel_h * a->kernel_w);
+    std::vector<int32_t> index(a->kernel_h * a->kernel_w);
+    std::vector<int64_t> sums(a->cout_padded);
+    Window win{taps.data(), index.data(), 0, 0};
+    rows_for(*a)(*a, first, last, win, sums.data());
+}
+
+template <class F> static void parallel_rows(int64_t rows, int threads, F body) {
+    if (threads > rows) threads = (int)rows;
+    if (threads <= 1) { body(0, rows); return; }
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(body, rows * t / threads, rows * (t + 1) / threads);
+    body(0, rows / threads);
+    for (auto& th : pool) th.join();
+}
+
+// --- section: entry points
+extern "C" {
+int daq_packed_isa_supported(int isa) {             // compiled in, and supported by this CPU
+    if (isa == 0) return 1;
+#ifdef DAQ_X86
+    __builtin_cpu_init();
+    if (isa == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    if (isa == 2) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+                         && __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+    return 0;
+}
+
+int daq_packed_abi() { return (int)sizeof(ConvArgs); }
+
+void daq_packed_conv(const ConvArgs* a) {
+    parallel_rows(a->batch * a->out_h, a->threads, [a](int64_t lo, int64_t hi) { conv_rows(a, lo, hi); });
+}
+
+// Float NCHW -> packed levels: k = round_half_down(clamp((x - lower) / step, 0, n)), as daq.export.input_levels.
+void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width, float lower,
+                    float step, int32_t bits, uint64_t* out, int32_t threads) {
+    const int64_t words = (channels + 63) / 64, plane = height * width;
+    const float n = (float)((1 << bits) - 1);
+    parallel_rows(batch * height, threads, [=](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {                 // r = (image, row)
+            const int64_t b = r / height, h = r % height;
+            for (int64_t w = 0; w < width; ++w) {
+                uint64_t* o = out + ((b * height + h) * width + w) * bits * words;
+                std::memset(o, 0, sizeof(uint64_t) * bits * words);
+                const float* src = x + b * channels * plane + h * width + w;
+                for (int64_t c = 0; c < channels; ++c) {
+                    float t = (src[c * plane] - lower) / step;
+                    t = t < 0.0f ? 0.0f : (t > n ? n : t);
+                    float f = __builtin_floorf(t);
+                    int k = t == t ? (int)f + (t - f > 0.5f) : 0;          // NaN: level 0
+                    for (int j = 0; j < bits; ++j) o[j * words + c / 64] |= (uint64_t)((k >> j) & 1) << (c % 64);
+                }
+            }
+        }
+    });
+}
+}
