@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['weight_levels', 'weight_offset', 'input_levels', 'IntegerProduct', 'layer_config', 'IntegerLayer', 'integer_layer',
-           'to_integer', 'compare', 'pack_levels', 'unpack_levels', 'save', 'load', 'export_onnx', 'onnx_logits',
-           'FrozenLayer', 'frozen', 'model_from_checkpoint', 'export_cli', 'integer_summary', 'format_integer_summary']
+           'packable', 'use_packed', 'to_integer', 'compare', 'pack_levels', 'unpack_levels', 'save', 'load',
+           'export_onnx', 'onnx_logits', 'FrozenLayer', 'frozen', 'model_from_checkpoint', 'export_cli',
+           'integer_summary', 'format_integer_summary']
 
 # %% ../nbs/07_export.ipynb #c53ae3da
 import json, math, warnings
@@ -18,6 +19,7 @@ from .dasr import check_bits, patch_to, round_half_down
 from .quant import (QuantizedLayer, quantize_act, quantize_weight, quantize_weights_first, _standardized_weight,
                        _weight_statistics)
 from .models import CifarResNet, resnet20
+from .packed import PackedConv, native_library, pack_input, pack_words, unpack_words
 
 # %% ../nbs/07_export.ipynb #7ff16c69
 def weight_levels(layer:QuantizedLayer # a DAQ layer with quantized weights
@@ -134,6 +136,7 @@ class IntegerLayer(nn.Module):
             self.register_buffer('act_lower', torch.zeros(())); self.register_buffer('act_upper', torch.ones(()))
         if config['emits'] is not None: self._add_thresholds(config['emits'])
         self.levels_seen = None            # a list to collect the input levels in (see `compare`)
+        self.packed = None                 # its daq.packed.PackedConv when the packed kernels run it (`use_packed`)
 
     def _add_thresholds(self, bits:int):
         self.config['emits'] = bits
@@ -144,7 +147,8 @@ class IntegerLayer(nn.Module):
         c = self.config
         return (f"{c['kind']} {c['weight_shape']}, W{c['wbits'] or 32}A{c['abits'] or 32}"
                 + (', takes levels' if c['takes_levels'] else '') + (f", emits {c['emits']}-bit levels"
-                                                                      if c['emits'] else ''))
+                                                                      if c['emits'] else '')
+                + (', packed' if self.packed is not None else ''))
 
 # %% ../nbs/07_export.ipynb #fce04bb2
 @patch_to(IntegerLayer)
@@ -228,6 +232,7 @@ def requantize(self, acc:torch.Tensor) -> torch.Tensor:
 @patch_to(IntegerLayer)
 def forward(self, x:torch.Tensor) -> torch.Tensor:
     "Float input (or levels, when folded) in; $s P + \\text{bias}$ out, or the next layer's levels when folded."
+    if self.packed is not None: return self._packed_forward(x)
     c = self.config
     quantize = c['abits'] is not None and not c['takes_levels']
     k = input_levels(x, self.act_lower, self.act_upper, c['abits']) if quantize else x
@@ -332,6 +337,80 @@ def _fold(gm:fx.GraphModule, compute:bool=True) -> list:
     gm.graph.lint(); gm.delete_all_unused_submodules(); gm.recompile()
     return folds
 
+# %% ../nbs/07_export.ipynb #b74a3581
+def packable(config:dict) -> bool:
+    "Whether the packed kernels compute this integer layer: W1-4 A1-4, ungrouped, no `keep_mean` or signed-input terms."
+    bits_ok = all(b is not None and b <= 4 for b in (config['wbits'], config['abits']))
+    return (bits_ok and config['geometry'].get('groups', 1) == 1 and not config['keep_mean']
+            and not config['signed_input'])
+
+def _geometry_2d(config:dict) -> dict:
+    "The layer's geometry as a 2-D convolution's (a linear layer: 1x1; conv1d: a 1-row image)."
+    kind, g = config['kind'], config['geometry']
+    if kind == 'linear': return dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+    if kind == 'conv1d': return dict(stride=(1, *g['stride']), padding=(0, *g['padding']), dilation=(1, *g['dilation']))
+    return {k: tuple(g[k]) for k in ('stride', 'padding', 'dilation')}
+
+@patch_to(IntegerLayer)
+def packed_kernel(self, *, isa:str|None=None, portable:bool=False) -> PackedConv:
+    "This layer's `PackedConv`, from its levels, geometry and (folded) epilogue buffers."
+    c, w = self.config, self.weight_levels
+    levels = w.reshape(*w.shape[:2], *(1,) * (4 - w.dim()), *w.shape[2:])
+    epilogue = (dict(thresholds=self.thresholds, sign=self.threshold_sign) if c['emits'] is not None
+                else dict(scale=self.scale, bias=self.bias))
+    return PackedConv(levels, wbits=c['wbits'], abits=c['abits'], **_geometry_2d(c), **epilogue, isa=isa,
+                      portable=portable)
+
+# %% ../nbs/07_export.ipynb #fd34e57e
+@patch_to(IntegerLayer)
+def _as_images(self, x:torch.Tensor) -> tuple:
+    "(x as [N, C, H, W], the leading shape to restore): conv2d as is, conv1d one row, linear 1x1 per row."
+    kind = self.config['kind']
+    if kind == 'linear': return x.reshape(-1, x.shape[-1], 1, 1), x.shape[:-1]
+    if x.dim() != (4 if kind == 'conv2d' else 3):
+        raise ValueError(f"the packed {kind} takes batched input, got shape {tuple(x.shape)} "
+                         "(use_packed(model, False) for the integer path)")
+    return (x if kind == 'conv2d' else x.unsqueeze(2)), x.shape[:1]
+
+@patch_to(IntegerLayer)
+def _from_images(self, y:torch.Tensor, lead:tuple) -> torch.Tensor:
+    "`_as_images`' inverse for an output: float [N, C, H, W] or packed words [N, H, W, planes, words]."
+    kind, words = self.config['kind'], y.dtype == torch.int64
+    if kind == 'linear': return y.reshape(*lead, *y.shape[1:]) if words else y.reshape(*lead, y.shape[1])
+    return y if kind == 'conv2d' or words else y.squeeze(2)
+
+@patch_to(IntegerLayer)
+def _packed_forward(self, x:torch.Tensor) -> torch.Tensor:
+    "Packed levels (or a float input, quantized and packed here) in; packed levels or float out, by the C++ kernel."
+    c = self.config
+    if x.device.type != 'cpu': raise ValueError("the packed integer network runs on the CPU (use_packed(model, False))")
+    if c['takes_levels']: lead, words = x.shape[:-4], x.reshape(-1, *x.shape[-4:])
+    else:
+        images, lead = self._as_images(x)
+        words = (pack_input(images, self.act_lower, self.act_upper, c['abits']) if images.dtype == torch.float32 else
+                 pack_words(input_levels(images, self.act_lower, self.act_upper, c['abits']), c['abits']))
+    if self.levels_seen is not None:
+        seen = unpack_words(words, self.weight_levels.shape[1])
+        self.levels_seen.append(self._from_images(seen.float(), lead).to(torch.uint8))
+    return self._from_images(self.packed(words), lead)
+
+# %% ../nbs/07_export.ipynb #86cd7cbf
+def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
+               on:bool=True, # False: every layer back on the integer reference path
+               *, isa:str|None=None, # the kernels' dispatch level (default: the best this CPU has)
+               portable:bool=False # the plain C++ build
+              ) -> list:
+    "Run the integer layers the packed kernels cover by them (on the CPU); the names of the layers packed."
+    layers = {name: m for name, m in integer.named_modules() if isinstance(m, IntegerLayer)}
+    chosen = {name for name, m in layers.items() if on and packable(m.config) and m.weight_levels.device.type == 'cpu'}
+    if chosen and native_library(portable=portable) is None: chosen = set()
+    pairs = [(f['layer'], f['levels_to']) for f in getattr(integer, 'folds', []) if f['levels_to']]
+    while any((a in chosen) != (b in chosen) for a, b in pairs):   # levels pass packed only between packed layers
+        for a, b in pairs:
+            if (a in chosen) != (b in chosen): chosen -= {a, b}
+    for name, m in layers.items(): m.packed = m.packed_kernel(isa=isa, portable=portable) if name in chosen else None
+    return [name for name in layers if name in chosen]
+
 # %% ../nbs/07_export.ipynb #8de2d8b4
 def _architecture(model:nn.Module) -> dict|None:
     "How `load` can rebuild `model` by itself (the ResNet-20 of `daq.models`), or None."
@@ -351,11 +430,13 @@ def _integer_graph(model:nn.Module, make_layer) -> fx.GraphModule:
     return gm
 
 def to_integer(model:nn.Module, # a trained network with DAQ layers (e.g. `resnet20`, or from `quantize_model`)
-               fold:bool=True # fold batch norms and next-layer quantizers (see above)
+               fold:bool=True, # fold batch norms and next-layer quantizers (see above)
+               *, packed:bool=True # run the layers the packed kernels cover by them (see `use_packed`)
               ) -> fx.GraphModule:
     "The network in integer form, in evaluation mode (`model` is left as it is)."
     gm = _integer_graph(model, lambda name, layer: integer_layer(layer))
     gm.folds, gm.architecture = _fold(gm) if fold else [], _architecture(model)
+    if packed: use_packed(gm)
     return gm.eval()
 
 # %% ../nbs/07_export.ipynb #4b849ce8
@@ -469,7 +550,8 @@ def _read(path) -> tuple:
     return json.loads(meta['daq']), tensors
 
 def load(path, # a file written by `save`
-         model:nn.Module|None=None # the network it was saved from, built the same way (not needed for ResNet-20)
+         model:nn.Module|None=None, # the network it was saved from, built the same way (not needed for ResNet-20)
+         *, packed:bool=True # run the layers the packed kernels cover by them (see `use_packed`)
         ) -> fx.GraphModule:
     "The runnable integer network from a packed file."
     header, tensors = _read(path)
@@ -489,6 +571,7 @@ def load(path, # a file written by `save`
     try: integer.load_state_dict(tensors, strict=True)
     except RuntimeError as e: raise ValueError(f"{path} does not fit this model: {e}") from None
     integer.architecture = arch
+    if packed: use_packed(integer)
     return integer.eval()
 
 # %% ../nbs/07_export.ipynb #f7e034fc
@@ -505,12 +588,15 @@ def export_onnx(model:nn.Module, # a trained network with DAQ layers, or its int
                ) -> Path:
     "Write the integer network as an ONNX model of standard operators (batch and image size free)."
     _need('onnx')
-    integer = model if _is_integer(model) else to_integer(model)
+    integer = model if _is_integer(model) else to_integer(model, packed=False)
+    kernels = {m: m.packed for m in integer.modules() if isinstance(m, IntegerLayer)}
+    for m in kernels: m.packed = None                 # the graph ONNX gets is the integer reference's
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')               # the TorchScript exporter's deprecation and tracer notes
         free = {i: 'batch' if i == 0 else f'size{i}' for i in range(example.dim()) if i != 1}   # all but channels
         torch.onnx.export(integer, (example,), str(path), dynamo=False, opset_version=opset, input_names=['images'],
                           output_names=['logits'], dynamic_axes={'images': free, 'logits': {0: 'batch'}})
+    for m, kernel in kernels.items(): m.packed = kernel
     return Path(path)
 
 def onnx_logits(path, # an ONNX file (from `export_onnx`, or any with one input)

@@ -6,17 +6,17 @@
 __all__ = ['ISAS', 'native_source', 'build_library', 'ConvArgs', 'native_library', 'available_isas', 'chosen_isa', 'pack_words',
            'unpack_words', 'PackedConv', 'pack_input']
 
-# %% ../nbs/06_packed.ipynb #bcbc991a
-import ctypes, functools, hashlib, os, shutil, subprocess, tempfile, warnings
+# %% ../nbs/06_packed.ipynb #858d9c3a
+import ctypes, functools, hashlib, importlib.util, os, shutil, subprocess, tempfile, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .dasr import check_bits, patch_to
 
-# %% ../nbs/06_packed.ipynb #39da8e46
+# %% ../nbs/06_packed.ipynb #211e34b1
 def native_source() -> Path:
     "The C++ source of the packed kernels (shipped with the package)."
-    return Path(__file__).resolve().parent / 'native' / 'packed.cpp'
+    return Path(importlib.util.find_spec('daq').origin).parent / 'native' / 'packed.cpp'
 
 def _compiler() -> str|None:
     "The C++ compiler to use: $CXX, else c++, g++ or clang++ on the PATH."
@@ -49,7 +49,7 @@ def build_library(*, portable:bool=False, # plain C++ only (-DDAQ_PORTABLE_ONLY)
         os.replace(built, target)
     return target
 
-# %% ../nbs/06_packed.ipynb #1361edfb
+# %% ../nbs/06_packed.ipynb #eadea760
 class ConvArgs(ctypes.Structure):
     "The C++ `ConvArgs`: one packed convolution's pointers, sizes and epilogue (field for field, in order)."
     _fields_ = [(name, getattr(ctypes, 'c_' + kind)) for name, kind in (
@@ -63,13 +63,13 @@ class ConvArgs(ctypes.Structure):
 
 ISAS = ('portable', 'avx2', 'avx512')    # the kernels' dispatch levels, numbered as in the C++ source
 
-# %% ../nbs/06_packed.ipynb #e9f9771d
+# %% ../nbs/06_packed.ipynb #2f652320
 @functools.lru_cache(maxsize=None)
 def _load(portable:bool) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build_library(portable=portable)))
     lib.daq_packed_conv.argtypes, lib.daq_packed_conv.restype = [ctypes.POINTER(ConvArgs)], None
-    lib.daq_pack_input.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_float] * 2 + [
-        ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
+    pointer, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+    lib.daq_pack_input.argtypes = [pointer, i64, i64, i64, i64, pointer, f32, f32, i32, pointer, i32, i32]
     lib.daq_pack_input.restype = None
     if lib.daq_packed_abi() != ctypes.sizeof(ConvArgs):
         raise RuntimeError(f"the compiled ConvArgs has {lib.daq_packed_abi()} bytes, ctypes' {ctypes.sizeof(ConvArgs)}")
@@ -98,7 +98,7 @@ def chosen_isa(lib:ctypes.CDLL, isa:str|None=None # a level, or None: $DAQ_PACKE
         raise ValueError(f"packed kernel level {isa!r} is not available here (available: {', '.join(available)})")
     return ISAS.index(isa)
 
-# %% ../nbs/06_packed.ipynb #93edb42f
+# %% ../nbs/06_packed.ipynb #d288e42c
 def pack_words(levels:torch.Tensor, # uint8 levels [N, C, H, W]
                bits:int # bits per level
               ) -> torch.Tensor:
@@ -120,7 +120,7 @@ def unpack_words(words:torch.Tensor, # int64 [N, H, W, bits, words] (from `pack_
     levels = sum(bit[..., j, :] << j for j in range(words.shape[3]))
     return levels.permute(0, 3, 1, 2).to(torch.uint8).contiguous()
 
-# %% ../nbs/06_packed.ipynb #1920dc88
+# %% ../nbs/06_packed.ipynb #17ab59d5
 class PackedConv:
     "A convolution (or linear layer) of packed levels with its epilogue, by the native kernels: one C++ call a batch."
     def __init__(self, levels:torch.Tensor, # weight levels k_W, uint8 [C_out, C_in, KH, KW]
@@ -154,11 +154,12 @@ class PackedConv:
 
     def __repr__(self):
         a = self.args
-        return f"PackedConv({self.cout}x{self.cin}x{a.kernel_h}x{a.kernel_w}, W{self.wbits}A{self.abits}, {ISAS[a.isa]})"
+        shape = f"{self.cout}x{self.cin}x{a.kernel_h}x{a.kernel_w}"
+        return f"PackedConv({shape}, W{self.wbits}A{self.abits}, {ISAS[a.isa]})"
 
 def _rebuild_packed_conv(levels, kwargs): return PackedConv(levels, **kwargs)
 
-# %% ../nbs/06_packed.ipynb #08bfdb3b
+# %% ../nbs/06_packed.ipynb #fd80d64c
 @patch_to(PackedConv)
 def _set_epilogue(self, scale, bias, thresholds, sign):
     "Store the epilogue padded to the kernel's channel blocks: float32 scale/bias, or integer thresholds and signs."
@@ -166,7 +167,8 @@ def _set_epilogue(self, scale, bias, thresholds, sign):
     if (thresholds is None) == (scale is None or bias is None):
         raise ValueError("give either scale and bias (float output) or thresholds and sign (packed levels out)")
     if thresholds is None:
-        self.epilogue = tuple(F.pad(t.detach().float().reshape(self.cout), (0, pad)).contiguous() for t in (scale, bias))
+        self.epilogue = tuple(F.pad(t.detach().float().reshape(self.cout), (0, pad)).contiguous()
+                              for t in (scale, bias))
         a.scale, a.bias, a.out_bits = self.epilogue[0].data_ptr(), self.epilogue[1].data_ptr(), 0
         return
     bits = thresholds.shape[0].bit_length()
@@ -179,7 +181,7 @@ def _set_epilogue(self, scale, bias, thresholds, sign):
                      F.pad(sign.detach().long().reshape(self.cout), (0, pad), value=1).contiguous())
     a.thresholds, a.sign, a.out_bits = self.epilogue[0].data_ptr(), self.epilogue[1].data_ptr(), bits
 
-# %% ../nbs/06_packed.ipynb #faf851ac
+# %% ../nbs/06_packed.ipynb #76b2b6c2
 @patch_to(PackedConv)
 def output_size(self, height:int, width:int) -> tuple:
     "(H_out, W_out) of the convolution on an H x W input."
@@ -191,33 +193,33 @@ def output_size(self, height:int, width:int) -> tuple:
 def __call__(self, words:torch.Tensor, # packed input levels int64 [N, H, W, abits, ⌈C_in/64⌉] (`pack_words`)
              *, threads:int|None=None # kernel threads (default: torch's)
             ) -> torch.Tensor:
-    "float32 [N, C_out, H', W'] = P·scale + bias, or the next layer's packed levels [N, H', W', bits, ⌈C_out/64⌉]."
+    "float32 [N, C_out, H', W'] = P·scale + bias (channels last), or the next layer's packed levels (`pack_words`)."
     n, height, width, planes, words_in = words.shape
     if (planes, words_in) != (self.abits, self.args.words) or words.dtype != torch.int64 or not words.is_contiguous():
         raise ValueError(f"{self!r} takes contiguous int64 words [N, H, W, {self.abits}, {self.args.words}], "
                          f"got {words.dtype} {tuple(words.shape)}")
     (oh, ow), a = self.output_size(height, width), self.args
     if oh < 1 or ow < 1: raise ValueError(f"{self!r}: a {height}x{width} input is smaller than the kernel")
-    out = (torch.empty(n, self.cout, oh, ow) if a.out_bits == 0 else
+    out = (torch.empty(n, oh, ow, self.cout).permute(0, 3, 1, 2) if a.out_bits == 0 else   # float: channels last
            torch.empty(n, oh, ow, a.out_bits, -(-self.cout // 64), dtype=torch.int64))
     a.act, a.batch, a.height, a.width, a.out_h, a.out_w = words.data_ptr(), n, height, width, oh, ow
     a.out, a.threads = out.data_ptr(), threads or torch.get_num_threads()
     self.lib.daq_packed_conv(ctypes.byref(a))
     return out
 
-# %% ../nbs/06_packed.ipynb #4f43be0c
-def pack_input(x:torch.Tensor, # float input [N, C, H, W]
+# %% ../nbs/06_packed.ipynb #718337bc
+def pack_input(x:torch.Tensor, # float32 input [N, C, H, W], any strides (channels last is the fast case)
                lower:torch.Tensor, upper:torch.Tensor, # the quantizer's clip range (0-d float32 tensors)
-               bits:int, *, lib:ctypes.CDLL|None=None, threads:int|None=None) -> torch.Tensor:
+               bits:int, *, isa:str|None=None, portable:bool=False, threads:int|None=None) -> torch.Tensor:
     "The input quantizer's levels, packed: `pack_words(input_levels(x, lower, upper, bits), bits)` in one pass."
     n = check_bits(bits)
-    step = (upper.float() - lower.float()) / float(n)             # as daq.export.input_levels computes it
-    lib = lib or native_library()
     if x.dim() != 4: raise ValueError(f"pack_input takes [N, C, H, W], got {tuple(x.shape)}")
     if x.dtype != torch.float32: raise ValueError(f"pack_input takes float32 input, got {x.dtype}")
-    x = x.contiguous()
+    step = (upper.float() - lower.float()) / float(n)             # as daq.export.input_levels computes it
+    lib = native_library(portable=portable)
     batch, channels, height, width = x.shape
     out = torch.empty(batch, height, width, bits, -(-channels // 64), dtype=torch.int64)
-    lib.daq_pack_input(x.data_ptr(), batch, channels, height, width, float(lower), float(step), bits, out.data_ptr(),
-                       threads or torch.get_num_threads())
+    strides = torch.tensor(x.stride(), dtype=torch.int64)
+    lib.daq_pack_input(x.data_ptr(), batch, channels, height, width, strides.data_ptr(), float(lower), float(step),
+                       bits, out.data_ptr(), threads or torch.get_num_threads(), chosen_isa(lib, isa))
     return out

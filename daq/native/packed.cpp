@@ -21,7 +21,7 @@ struct ConvArgs {
     const uint64_t* act; int64_t batch, height, width; int32_t act_planes, words;
     const uint64_t* weight; int64_t cout, cout_padded; int32_t kernel_h, kernel_w, weight_planes, n_w;
     int32_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w; int64_t out_h, out_w;
-    const float* scale; const float* bias;          // float epilogue: P * scale + bias, written NCHW float32
+    const float* scale; const float* bias;          // float epilogue: P * scale + bias, float32 [N, H, W, C]
     const int64_t* thresholds; const int64_t* sign; // level epilogue: k = #{j : sign * P >= thresholds[j]}, packed
     int32_t out_bits;                               // 0: the float epilogue; 1..8: planes of the packed output
     void* out; int32_t isa, threads;                // isa: 0 portable, 1 AVX2, 2 AVX-512 (VPOPCNTDQ)
@@ -75,10 +75,10 @@ static void epilogue_portable(const ConvArgs& a, const Window& win, const int64_
                               int64_t ow) {
     const int64_t offset = (int64_t)a.n_w * win.active;
     if (a.out_bits == 0) {
-        float* out = (float*)a.out + n * a.cout * a.out_h * a.out_w + oh * a.out_w + ow;
+        float* out = (float*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.cout;
         for (int64_t co = 0; co < a.cout; ++co) {
             float scaled = (float)(double)(2 * sums[co] - offset) * a.scale[co];
-            out[co * a.out_h * a.out_w] = scaled + a.bias[co];
+            out[co] = scaled + a.bias[co];
         }
         return;
     }
@@ -135,18 +135,16 @@ static void accumulate_avx2(const ConvArgs& a, const Window& win, int64_t* sums)
 // --- section: avx512
 // Eight output channels a vector, B output pixels at a time (each weight vector loaded once for all B), then the
 // epilogue on the same registers (the packed output gets 8 channels, a byte, per vector).
-__attribute__((target("avx512f,avx512dq,avx512vpopcntdq")))
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq")))
 static inline __attribute__((always_inline)) void epilogue_avx512(const ConvArgs& a, __m512i s, int64_t active,
                                                                   int64_t n, int64_t oh, int64_t ow, int64_t co) {
     const int64_t cp = a.cout_padded, out_words = (a.cout + 63) / 64;
     __m512i p = _mm512_sub_epi64(_mm512_add_epi64(s, s), _mm512_set1_epi64((long long)a.n_w * active));
-    if (a.out_bits == 0) {                              // exact: |P| < 2^24 (else the integer path keeps float64)
+    if (a.out_bits == 0) {                              // P -> double -> float, as the integer path rounds it
         __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm512_cvtpd_ps(_mm512_cvtepi64_pd(p)), _mm256_loadu_ps(a.scale + co)),
                                  _mm256_loadu_ps(a.bias + co));
-        alignas(32) float lane[8];
-        _mm256_store_ps(lane, y);
-        float* out = (float*)a.out + (n * a.cout + co) * a.out_h * a.out_w + oh * a.out_w + ow;
-        for (int64_t c = 0; c < 8 && co + c < a.cout; ++c) out[c * a.out_h * a.out_w] = lane[c];
+        const __mmask8 inside = (__mmask8)(a.cout - co >= 8 ? 0xff : (1u << (a.cout - co)) - 1);
+        _mm256_mask_storeu_ps((float*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.cout + co, inside, y);
         return;
     }
     uint64_t* packed = (uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words;
@@ -162,7 +160,7 @@ static inline __attribute__((always_inline)) void epilogue_avx512(const ConvArgs
 
 // taps[p * count + t]: pixel p's tap t; index[t]: the tap's place in the kernel (the same for all B pixels)
 template <int WP, int AP, int B, int WD, int KT>   // WD, KT: words and taps fixed at compile time (0: not)
-__attribute__((target("avx512f,avx512dq,avx512vpopcntdq")))
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq")))
 static inline __attribute__((always_inline)) void pixels_avx512(const ConvArgs& a, const uint64_t* const* taps,
         const int32_t* index, int count_, const int64_t* active, int64_t n, int64_t oh, int64_t ow) {
     const int words = WD ? WD : a.words, count = KT ? KT : count_;
@@ -197,7 +195,7 @@ static inline __attribute__((always_inline)) void pixels_avx512(const ConvArgs& 
 
 // One row: border pixels one at a time, interior ones (every tap inside the image) four at a time.
 template <int WP, int AP, int WD, int KT>
-__attribute__((target("avx512f,avx512dq,avx512vpopcntdq,popcnt")))
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,popcnt")))
 static void rows_avx512(const ConvArgs& a, int64_t first, int64_t last, Window& win, int64_t*) {
     constexpr int B = 4;
     const int count = a.kernel_h * a.kernel_w, words = WD ? WD : a.words;
@@ -312,7 +310,7 @@ int daq_packed_isa_supported(int isa) {             // compiled in, and supporte
     __builtin_cpu_init();
     if (isa == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     if (isa == 2) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
-                         && __builtin_cpu_supports("avx512vpopcntdq");
+                         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
 #endif
     return 0;
 }
@@ -323,10 +321,40 @@ void daq_packed_conv(const ConvArgs* a) {
     parallel_rows(a->batch * a->out_h, a->threads, [a](int64_t lo, int64_t hi) { conv_rows(a, lo, hi); });
 }
 
-// Float NCHW -> packed levels: k = round_half_down(clamp((x - lower) / step, 0, n)), as daq.export.input_levels.
-void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width, float lower,
-                    float step, int32_t bits, uint64_t* out, int32_t threads) {
-    const int64_t words = (channels + 63) / 64, plane = height * width;
+// Float [N, C, H, W] (any strides) -> packed levels: k = round_half_down(clamp((x - lower) / step, 0, n)), with the
+// operations of daq.export.input_levels. Channels-last input on AVX-512: 16 channels a vector, each level bit a mask.
+static inline int level_of(float x, float lower, float step, float n) {
+    float t = (x - lower) / step;
+    t = t < 0.0f ? 0.0f : (t > n ? n : t);
+    float f = __builtin_floorf(t);
+    return t == t ? (int)f + (t - f > 0.5f) : 0;                          // NaN: level 0
+}
+
+#ifdef DAQ_X86
+__attribute__((target("avx512f,avx512bw")))
+static void pack_pixel_avx512(const float* src, int64_t channels, float lower, float step, float n, int bits,
+                              int64_t words, uint64_t* o) {
+    const __m512 lo = _mm512_set1_ps(lower), st = _mm512_set1_ps(step), top = _mm512_set1_ps(n), half = _mm512_set1_ps(0.5f);
+    for (int64_t c = 0; c < channels; c += 16) {
+        const __mmask16 inside = (__mmask16)(channels - c >= 16 ? 0xffff : (1u << (channels - c)) - 1);
+        __m512 t = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(inside, src + c), lo), st);
+        const __mmask16 number = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
+        t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), top);  // max/min: NaN handled by the mask below
+        __m512 f = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m512i k = _mm512_cvttps_epi32(f);
+        k = _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(_mm512_sub_ps(t, f), half, _CMP_GT_OQ), k, _mm512_set1_epi32(1));
+        k = _mm512_maskz_mov_epi32(number & inside, k);
+        for (int j = 0; j < bits; ++j)
+            ((uint16_t*)(o + j * words + c / 64))[(c % 64) / 16] =
+                (uint16_t)_mm512_test_epi32_mask(k, _mm512_set1_epi32(1 << j));
+    }
+}
+#endif
+
+void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width,
+                    const int64_t* strides, float lower, float step, int32_t bits, uint64_t* out, int32_t threads,
+                    int32_t isa) {
+    const int64_t words = (channels + 63) / 64, sn = strides[0], sc = strides[1], sh = strides[2], sw = strides[3];
     const float n = (float)((1 << bits) - 1);
     parallel_rows(batch * height, threads, [=](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {                 // r = (image, row)
@@ -334,12 +362,12 @@ void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t hei
             for (int64_t w = 0; w < width; ++w) {
                 uint64_t* o = out + ((b * height + h) * width + w) * bits * words;
                 std::memset(o, 0, sizeof(uint64_t) * bits * words);
-                const float* src = x + b * channels * plane + h * width + w;
+                const float* src = x + b * sn + h * sh + w * sw;
+#ifdef DAQ_X86
+                if (isa == 2 && sc == 1) { pack_pixel_avx512(src, channels, lower, step, n, bits, words, o); continue; }
+#endif
                 for (int64_t c = 0; c < channels; ++c) {
-                    float t = (src[c * plane] - lower) / step;
-                    t = t < 0.0f ? 0.0f : (t > n ? n : t);
-                    float f = __builtin_floorf(t);
-                    int k = t == t ? (int)f + (t - f > 0.5f) : 0;          // NaN: level 0
+                    const int k = level_of(src[c * sc], lower, step, n);
                     for (int j = 0; j < bits; ++j) o[j * words + c / 64] |= (uint64_t)((k >> j) & 1) << (c % 64);
                 }
             }
