@@ -8,12 +8,14 @@ On the CPU, in one run, for each batch size (``--batches``, default 1 and 128) t
 * ``W1A1``      -- the authors' W1A1 network in integer form (``daq.export.to_integer``);
 * ``W2A2``      -- ``resnet20(2, 2)`` from the FP file, calibrated on 256 test images (the values do not change the
   speed; it shows the 2-bit thresholds and weights),
+* ``W1A1-packed``, ``W2A2-packed`` -- the same integer networks on ``daq.packed``'s AND/popcount kernels (PyTorch
+  only; checked to give the integer path's logits bit for bit),
 
 each in PyTorch (eager) and in ONNX Runtime (``export_onnx`` / the TorchScript exporter for FP32), and reports
 images/s and the ratio to FP32 in the same runtime. Measurements are interleaved round-robin with a rotating start
 (``--rounds``), so machine noise hits all of them alike; the report gives the median over rounds and the spread
-(min..max) of the per-round ratio. Before timing it checks that ONNX Runtime gives the PyTorch integer network's
-predictions. Sizes: the packed file (``daq.export.save``), the ONNX file, and FP32's tensors as safetensors.
+(min..max) of the per-round ratio, to FP32 in the same runtime and to the faster of the two FP32 engines. Before
+timing it checks that ONNX Runtime gives the PyTorch integer network's predictions. Sizes: the packed file (``daq.export.save``), the ONNX file, and FP32's tensors as safetensors.
 
 Run from the repository root (needs the shared folder: ``--shared`` or ``$DAQ_SHARED``)::
 
@@ -43,7 +45,9 @@ def networks(args) -> dict:
     w2a2 = initialize_from(resnet20(2, 2), shared_file('authors-fp', args.shared))
     images = load_npz_images(shared_file('cifar10-exact-1000', args.shared))[0]
     calibrate(w2a2, [images[:256]], progress=False)
-    return dict(fp32=(fp, fp), fakequant=(w1a1, None), W1A1=(to_integer(w1a1), None), W2A2=(to_integer(w2a2), None))
+    return {'fp32': (fp, fp), 'fakequant': (w1a1, None), 'W1A1': (to_integer(w1a1, packed=False), None),
+            'W2A2': (to_integer(w2a2, packed=False), None), 'W1A1-packed': (to_integer(w1a1), None),
+            'W2A2-packed': (to_integer(w2a2), None)}
 
 
 def sizes_and_sessions(nets: dict, args, tmp: Path, example: torch.Tensor) -> tuple:
@@ -54,7 +58,7 @@ def sizes_and_sessions(nets: dict, args, tmp: Path, example: torch.Tensor) -> tu
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
     sizes, sessions = {}, {}
     for name, (model, _) in nets.items():
-        if name == 'fakequant': continue
+        if name == 'fakequant' or name.endswith('-packed'): continue       # PyTorch only
         onnx_path = tmp / f'{name}.onnx'
         if name == 'fp32':
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / 'fp32.safetensors'))
@@ -72,7 +76,12 @@ def sizes_and_sessions(nets: dict, args, tmp: Path, example: torch.Tensor) -> tu
 
 
 def check(nets: dict, sessions: dict, images: torch.Tensor):
-    "ONNX Runtime gives the PyTorch network's predictions (else the timings compare different things)."
+    "ONNX Runtime gives the PyTorch network's predictions, the packed path the integer one's logits (else the timings "
+    "compare different things)."
+    for name in [n for n in nets if n.endswith('-packed')]:
+        with torch.no_grad(): same = torch.equal(nets[name][0](images), nets[name.removesuffix('-packed')][0](images))
+        if not same: sys.exit(f"error: {name}: the packed path's logits differ from the integer path's")
+        print(f"# {name}: logits == the integer path's on {len(images)} images")
     for name, session in sessions.items():
         with torch.no_grad(): want = nets[name][0](images).argmax(1)
         got = torch.from_numpy(session.run(None, {'images': images.numpy()})[0]).argmax(1)
@@ -109,14 +118,18 @@ def measure(runs: dict, batch_size: int, images: torch.Tensor, args) -> list:
         for k in keys[r % len(keys):] + keys[:r % len(keys)]: speeds[k].append(timer(runs[k], batch, args.min_time))
     other = share.stop()
     rows = []
+    best_fp32 = [max(pair) for pair in zip(*(speeds[k] for k in keys if k[1] == 'fp32'))]   # per round
     for (runtime, name), s in speeds.items():
         ratios = [a / b for a, b in zip(s, speeds[runtime, 'fp32'])]
+        best = [a / b for a, b in zip(s, best_fp32)]
         rows.append(dict(batch=batch_size, runtime=runtime, network=name, images_per_s=statistics.median(s),
                          ratio_to_fp32=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
-                         rounds=len(s), other_cpu_share=other))
-        print(f"batch {batch_size:4d}  {runtime:12s} {name:10s} {rows[-1]['images_per_s']:10.1f} img/s  "
-              f"x{rows[-1]['ratio_to_fp32']:.2f} of FP32 ({rows[-1]['ratio_min']:.2f}..{rows[-1]['ratio_max']:.2f})",
-              flush=True)
+                         ratio_to_faster_fp32=statistics.median(best), faster_fp32_min=min(best),
+                         faster_fp32_max=max(best), rounds=len(s), other_cpu_share=other))
+        print(f"batch {batch_size:4d}  {runtime:12s} {name:12s} {rows[-1]['images_per_s']:10.1f} img/s  "
+              f"x{rows[-1]['ratio_to_fp32']:.2f} of FP32 ({rows[-1]['ratio_min']:.2f}..{rows[-1]['ratio_max']:.2f})"
+              f"  x{rows[-1]['ratio_to_faster_fp32']:.2f} of the faster FP32 engine "
+              f"({rows[-1]['faster_fp32_min']:.2f}..{rows[-1]['faster_fp32_max']:.2f})", flush=True)
     if other is not None and other > 0.1: print(f"# warning: other processes used {100 * other:.0f} % of the CPUs")
     return rows
 

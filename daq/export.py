@@ -9,7 +9,7 @@ __all__ = ['weight_levels', 'weight_offset', 'input_levels', 'IntegerProduct', '
            'integer_summary', 'format_integer_summary']
 
 # %% ../nbs/07_export.ipynb #c53ae3da
-import json, math, warnings
+import json, math, operator, warnings
 from pathlib import Path
 import torch
 import torch.fx as fx
@@ -230,16 +230,19 @@ def requantize(self, acc:torch.Tensor) -> torch.Tensor:
     return levels
 
 @patch_to(IntegerLayer)
-def forward(self, x:torch.Tensor) -> torch.Tensor:
+def forward(self, x:torch.Tensor, # float input, or levels when folded
+            residual:torch.Tensor|None=None # a ResNet block's residual: relu(s P + bias + residual) (`use_packed`)
+           ) -> torch.Tensor:
     "Float input (or levels, when folded) in; $s P + \\text{bias}$ out, or the next layer's levels when folded."
-    if self.packed is not None: return self._packed_forward(x)
+    if self.packed is not None: return self._packed_forward(x, residual)
     c = self.config
     quantize = c['abits'] is not None and not c['takes_levels']
     k = input_levels(x, self.act_lower, self.act_upper, c['abits']) if quantize else x
     if self.levels_seen is not None and c['abits'] is not None: self.levels_seen.append(k)
     acc = self.accumulate(k)
     if c['emits'] is not None: return self.requantize(acc)
-    return acc * self._channels(self.scale, acc) + self._channels(self.bias, acc)
+    out = acc * self._channels(self.scale, acc) + self._channels(self.bias, acc)
+    return out if residual is None else torch.relu(out + residual)
 
 # %% ../nbs/07_export.ipynb #2719b64e
 class _IntegerTracer(fx.Tracer):
@@ -380,7 +383,7 @@ def _from_images(self, y:torch.Tensor, lead:tuple) -> torch.Tensor:
     return y if kind == 'conv2d' or words else y.squeeze(2)
 
 @patch_to(IntegerLayer)
-def _packed_forward(self, x:torch.Tensor) -> torch.Tensor:
+def _packed_forward(self, x:torch.Tensor, residual:torch.Tensor|None=None) -> torch.Tensor:
     "Packed levels (or a float input, quantized and packed here) in; packed levels or float out, by the C++ kernel."
     c = self.config
     if x.device.type != 'cpu': raise ValueError("the packed integer network runs on the CPU (use_packed(model, False))")
@@ -392,7 +395,33 @@ def _packed_forward(self, x:torch.Tensor) -> torch.Tensor:
     if self.levels_seen is not None:
         seen = unpack_words(words, self.weight_levels.shape[1])
         self.levels_seen.append(self._from_images(seen.float(), lead).to(torch.uint8))
-    return self._from_images(self.packed(words), lead)
+    if residual is None: return self._from_images(self.packed(words), lead)
+    fused = c['kind'] == 'conv2d' and residual.dtype == torch.float32 and residual.shape[1:] == (
+        self.weight_levels.shape[0], *self.packed.output_size(*words.shape[1:3])) and len(residual) == len(words)
+    if fused: return self.packed(words, residual=residual)
+    return torch.relu(self._from_images(self.packed(words), lead) + residual)
+
+# %% ../nbs/07_export.ipynb #b63d2bce
+def _residual_sum(gm:fx.GraphModule, node:fx.Node) -> tuple:
+    "(add, relu, other) when `node`'s value only enters `relu(node + other)`, else Nones."
+    add = _only_user(node)
+    ok = (add is not None and add.op == 'call_function' and add.target in (operator.add, torch.add)
+          and len(add.args) == 2 and not add.kwargs and node in add.args and add.args[0] is not add.args[1])
+    relu = _only_user(add) if ok else None
+    if relu is None or not _is_relu(gm, relu) or relu.args[0] is not add: return None, None, None
+    return add, relu, add.args[1] if add.args[0] is node else add.args[0]
+
+def _fuse_residuals(gm:fx.GraphModule):
+    "Hand each packed float-output layer its block's residual: `relu(layer(x) + r)` becomes `layer(x, r)`."
+    for node in list(gm.graph.nodes):
+        layer = _module(gm, node)
+        if not isinstance(layer, IntegerLayer) or layer.config['emits'] is not None or len(node.args) != 1: continue
+        add, relu, other = _residual_sum(gm, node)
+        if add is None: continue
+        add.prepend(node)                                 # after the residual's own computation
+        node.args = (node.args[0], other)
+        relu.replace_all_uses_with(node); gm.graph.erase_node(relu); gm.graph.erase_node(add)
+    gm.graph.lint(); gm.recompile()
 
 # %% ../nbs/07_export.ipynb #86cd7cbf
 def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
@@ -409,6 +438,7 @@ def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
         for a, b in pairs:
             if (a in chosen) != (b in chosen): chosen -= {a, b}
     for name, m in layers.items(): m.packed = m.packed_kernel(isa=isa, portable=portable) if name in chosen else None
+    if chosen and isinstance(integer, fx.GraphModule): _fuse_residuals(integer)
     return [name for name in layers if name in chosen]
 
 # %% ../nbs/07_export.ipynb #8de2d8b4

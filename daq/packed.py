@@ -6,14 +6,14 @@
 __all__ = ['ISAS', 'native_source', 'build_library', 'ConvArgs', 'native_library', 'available_isas', 'chosen_isa', 'pack_words',
            'unpack_words', 'PackedConv', 'pack_input']
 
-# %% ../nbs/06_packed.ipynb #858d9c3a
+# %% ../nbs/06_packed.ipynb #a51aa1e0
 import ctypes, functools, hashlib, importlib.util, os, shutil, subprocess, tempfile, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .dasr import check_bits, patch_to
 
-# %% ../nbs/06_packed.ipynb #211e34b1
+# %% ../nbs/06_packed.ipynb #f9164683
 def native_source() -> Path:
     "The C++ source of the packed kernels (shipped with the package)."
     return Path(importlib.util.find_spec('daq').origin).parent / 'native' / 'packed.cpp'
@@ -49,7 +49,7 @@ def build_library(*, portable:bool=False, # plain C++ only (-DDAQ_PORTABLE_ONLY)
         os.replace(built, target)
     return target
 
-# %% ../nbs/06_packed.ipynb #eadea760
+# %% ../nbs/06_packed.ipynb #d8389ca2
 class ConvArgs(ctypes.Structure):
     "The C++ `ConvArgs`: one packed convolution's pointers, sizes and epilogue (field for field, in order)."
     _fields_ = [(name, getattr(ctypes, 'c_' + kind)) for name, kind in (
@@ -59,11 +59,11 @@ class ConvArgs(ctypes.Structure):
         ('stride_w', 'int32'), ('pad_h', 'int32'), ('pad_w', 'int32'), ('dilation_h', 'int32'),
         ('dilation_w', 'int32'), ('out_h', 'int64'), ('out_w', 'int64'), ('scale', 'void_p'), ('bias', 'void_p'),
         ('thresholds', 'void_p'), ('sign', 'void_p'), ('out_bits', 'int32'), ('out', 'void_p'), ('isa', 'int32'),
-        ('threads', 'int32'))]
+        ('threads', 'int32'), ('residual', 'void_p'))] + [('residual_stride', ctypes.c_int64 * 4)]
 
 ISAS = ('portable', 'avx2', 'avx512')    # the kernels' dispatch levels, numbered as in the C++ source
 
-# %% ../nbs/06_packed.ipynb #2f652320
+# %% ../nbs/06_packed.ipynb #3308e40a
 @functools.lru_cache(maxsize=None)
 def _load(portable:bool) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build_library(portable=portable)))
@@ -98,7 +98,7 @@ def chosen_isa(lib:ctypes.CDLL, isa:str|None=None # a level, or None: $DAQ_PACKE
         raise ValueError(f"packed kernel level {isa!r} is not available here (available: {', '.join(available)})")
     return ISAS.index(isa)
 
-# %% ../nbs/06_packed.ipynb #d288e42c
+# %% ../nbs/06_packed.ipynb #e723a20e
 def pack_words(levels:torch.Tensor, # uint8 levels [N, C, H, W]
                bits:int # bits per level
               ) -> torch.Tensor:
@@ -120,7 +120,7 @@ def unpack_words(words:torch.Tensor, # int64 [N, H, W, bits, words] (from `pack_
     levels = sum(bit[..., j, :] << j for j in range(words.shape[3]))
     return levels.permute(0, 3, 1, 2).to(torch.uint8).contiguous()
 
-# %% ../nbs/06_packed.ipynb #17ab59d5
+# %% ../nbs/06_packed.ipynb #a891572b
 class PackedConv:
     "A convolution (or linear layer) of packed levels with its epilogue, by the native kernels: one C++ call a batch."
     def __init__(self, levels:torch.Tensor, # weight levels k_W, uint8 [C_out, C_in, KH, KW]
@@ -159,7 +159,7 @@ class PackedConv:
 
 def _rebuild_packed_conv(levels, kwargs): return PackedConv(levels, **kwargs)
 
-# %% ../nbs/06_packed.ipynb #fd80d64c
+# %% ../nbs/06_packed.ipynb #d0a7ef59
 @patch_to(PackedConv)
 def _set_epilogue(self, scale, bias, thresholds, sign):
     "Store the epilogue padded to the kernel's channel blocks: float32 scale/bias, or integer thresholds and signs."
@@ -181,7 +181,7 @@ def _set_epilogue(self, scale, bias, thresholds, sign):
                      F.pad(sign.detach().long().reshape(self.cout), (0, pad), value=1).contiguous())
     a.thresholds, a.sign, a.out_bits = self.epilogue[0].data_ptr(), self.epilogue[1].data_ptr(), bits
 
-# %% ../nbs/06_packed.ipynb #76b2b6c2
+# %% ../nbs/06_packed.ipynb #d0a2e933
 @patch_to(PackedConv)
 def output_size(self, height:int, width:int) -> tuple:
     "(H_out, W_out) of the convolution on an H x W input."
@@ -191,7 +191,8 @@ def output_size(self, height:int, width:int) -> tuple:
 
 @patch_to(PackedConv)
 def __call__(self, words:torch.Tensor, # packed input levels int64 [N, H, W, abits, ⌈C_in/64⌉] (`pack_words`)
-             *, threads:int|None=None # kernel threads (default: torch's)
+             *, residual:torch.Tensor|None=None, # float epilogue only: relu(P·scale + bias + residual), fused
+             threads:int|None=None # kernel threads (default: torch's)
             ) -> torch.Tensor:
     "float32 [N, C_out, H', W'] = P·scale + bias (channels last), or the next layer's packed levels (`pack_words`)."
     n, height, width, planes, words_in = words.shape
@@ -204,10 +205,16 @@ def __call__(self, words:torch.Tensor, # packed input levels int64 [N, H, W, abi
            torch.empty(n, oh, ow, a.out_bits, -(-self.cout // 64), dtype=torch.int64))
     a.act, a.batch, a.height, a.width, a.out_h, a.out_w = words.data_ptr(), n, height, width, oh, ow
     a.out, a.threads = out.data_ptr(), threads or torch.get_num_threads()
+    a.residual = None
+    if residual is not None:
+        if a.out_bits or residual.shape != out.shape or residual.dtype != torch.float32:
+            raise ValueError(f"residual must be float32 {tuple(out.shape)} on a float epilogue, got "
+                             f"{residual.dtype} {tuple(residual.shape)}")
+        a.residual, a.residual_stride[:] = residual.data_ptr(), residual.stride()
     self.lib.daq_packed_conv(ctypes.byref(a))
     return out
 
-# %% ../nbs/06_packed.ipynb #718337bc
+# %% ../nbs/06_packed.ipynb #d820cd65
 def pack_input(x:torch.Tensor, # float32 input [N, C, H, W], any strides (channels last is the fast case)
                lower:torch.Tensor, upper:torch.Tensor, # the quantizer's clip range (0-d float32 tensors)
                bits:int, *, isa:str|None=None, portable:bool=False, threads:int|None=None) -> torch.Tensor:

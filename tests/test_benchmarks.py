@@ -116,9 +116,11 @@ def test_export_benchmark(tmp_path):
     stdout, result = run_script('export.py', '--batches', '1,2', '--rounds', '1', '--min-time', '0.01',
                                 tmp_path=tmp_path)
     assert 'W1A1: ONNX Runtime == PyTorch on 100.0 %' in stdout
+    assert 'W1A1-packed: logits == the integer path' in stdout and 'W2A2-packed: logits ==' in stdout
     assert {(r['runtime'], r['network']) for r in result['results'] if r['batch'] == 2} == {
         ('torch', 'fp32'), ('torch', 'fakequant'), ('torch', 'W1A1'), ('torch', 'W2A2'), ('onnxruntime', 'fp32'),
-        ('onnxruntime', 'W1A1'), ('onnxruntime', 'W2A2')}
+        ('onnxruntime', 'W1A1'), ('onnxruntime', 'W2A2'), ('torch', 'W1A1-packed'), ('torch', 'W2A2-packed')}
+    assert all(r['ratio_to_faster_fp32'] <= r['ratio_to_fp32'] + 1e-9 for r in result['results'])
     assert result['sizes']['W1A1']['safetensors_bytes'] < result['sizes']['fp32']['safetensors_bytes'] / 10
 
 

@@ -25,6 +25,7 @@ struct ConvArgs {
     const int64_t* thresholds; const int64_t* sign; // level epilogue: k = #{j : sign * P >= thresholds[j]}, packed
     int32_t out_bits;                               // 0: the float epilogue; 1..8: planes of the packed output
     void* out; int32_t isa, threads;                // isa: 0 portable, 1 AVX2, 2 AVX-512 (VPOPCNTDQ)
+    const float* residual; int64_t residual_stride[4];  // float epilogue, optional: relu(P scale + bias + residual)
 };
 
 struct Window {                                     // one output pixel's valid taps (zero padding adds nothing)
@@ -76,9 +77,13 @@ static void epilogue_portable(const ConvArgs& a, const Window& win, const int64_
     const int64_t offset = (int64_t)a.n_w * win.active;
     if (a.out_bits == 0) {
         float* out = (float*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.cout;
+        const float* r = a.residual ? a.residual + n * a.residual_stride[0] + oh * a.residual_stride[2]
+                                      + ow * a.residual_stride[3] : nullptr;
         for (int64_t co = 0; co < a.cout; ++co) {
             float scaled = (float)(double)(2 * sums[co] - offset) * a.scale[co];
-            out[co] = scaled + a.bias[co];
+            float y = scaled + a.bias[co];
+            if (r) { y = y + r[co * a.residual_stride[1]]; y = y != y ? y : (y > 0.0f ? y : 0.0f); }
+            out[co] = y;
         }
         return;
     }
@@ -144,6 +149,19 @@ static inline __attribute__((always_inline)) void epilogue_avx512(const ConvArgs
         __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm512_cvtpd_ps(_mm512_cvtepi64_pd(p)), _mm256_loadu_ps(a.scale + co)),
                                  _mm256_loadu_ps(a.bias + co));
         const __mmask8 inside = (__mmask8)(a.cout - co >= 8 ? 0xff : (1u << (a.cout - co)) - 1);
+        if (a.residual) {                               // + residual, then ReLU as torch's (NaN stays NaN, -0 -> 0)
+            const int64_t* rs = a.residual_stride;
+            const float* r = a.residual + n * rs[0] + co * rs[1] + oh * rs[2] + ow * rs[3];
+            __m256 add;
+            if (rs[1] == 1) add = _mm256_maskz_loadu_ps(inside, r);
+            else {
+                alignas(32) float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                for (int c = 0; c < 8 && co + c < a.cout; ++c) lane[c] = r[c * rs[1]];
+                add = _mm256_load_ps(lane);
+            }
+            y = _mm256_add_ps(y, add);
+            y = _mm256_or_ps(_mm256_max_ps(y, _mm256_setzero_ps()), _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
+        }
         _mm256_mask_storeu_ps((float*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.cout + co, inside, y);
         return;
     }
