@@ -15,7 +15,8 @@ each in PyTorch (eager) and in ONNX Runtime (``export_onnx`` / the TorchScript e
 images/s and the ratio to FP32 in the same runtime. Measurements are interleaved round-robin with a rotating start
 (``--rounds``), so machine noise hits all of them alike; the report gives the median over rounds and the spread
 (min..max) of the per-round ratio, to FP32 in the same runtime and to the faster of the two FP32 engines. Before
-timing it checks that ONNX Runtime gives the PyTorch integer network's predictions. Sizes: the packed file (``daq.export.save``), the ONNX file, and FP32's tensors as safetensors.
+timing it checks that ONNX Runtime gives the PyTorch integer network's predictions. Sizes: the packed file
+(``daq.export.save``), the ONNX file, and FP32's tensors as safetensors.
 
 Run from the repository root (needs the shared folder: ``--shared`` or ``$DAQ_SHARED``)::
 
