@@ -19,7 +19,7 @@ from .dasr import check_bits, patch_to, round_half_down
 from .quant import (QuantizedLayer, quantize_act, quantize_weight, quantize_weights_first, _standardized_weight,
                        _weight_statistics)
 from .models import CifarResNet, resnet20
-from .packed import PackedConv, native_library, pack_input, pack_words, unpack_words
+from .packed import PackedConv, native_library, pack_words, unpack_words
 
 # %% ../nbs/07_export.ipynb #7ff16c69
 def weight_levels(layer:QuantizedLayer # a DAQ layer with quantized weights
@@ -356,13 +356,14 @@ def _geometry_2d(config:dict) -> dict:
 
 @patch_to(IntegerLayer)
 def packed_kernel(self, *, isa:str|None=None, portable:bool=False) -> PackedConv:
-    "This layer's `PackedConv`, from its levels, geometry and (folded) epilogue buffers."
+    "This layer's `PackedConv` (with its input quantizer for a float input): levels, geometry, epilogue."
     c, w = self.config, self.weight_levels
     levels = w.reshape(*w.shape[:2], *(1,) * (4 - w.dim()), *w.shape[2:])
     epilogue = (dict(thresholds=self.thresholds, sign=self.threshold_sign) if c['emits'] is not None
                 else dict(scale=self.scale, bias=self.bias))
-    return PackedConv(levels, wbits=c['wbits'], abits=c['abits'], **_geometry_2d(c), **epilogue, isa=isa,
-                      portable=portable)
+    quantizer = None if c['takes_levels'] else (self.act_lower, self.act_upper)
+    return PackedConv(levels, wbits=c['wbits'], abits=c['abits'], **_geometry_2d(c), **epilogue,
+                      input_range=quantizer, isa=isa, portable=portable)
 
 # %% ../nbs/07_export.ipynb #fd34e57e
 @patch_to(IntegerLayer)
@@ -390,7 +391,7 @@ def _packed_forward(self, x:torch.Tensor, residual:torch.Tensor|None=None) -> to
     if c['takes_levels']: lead, words = x.shape[:-4], x.reshape(-1, *x.shape[-4:])
     else:
         images, lead = self._as_images(x)
-        words = (pack_input(images, self.act_lower, self.act_upper, c['abits']) if images.dtype == torch.float32 else
+        words = (self.packed.input_packer(images) if images.dtype == torch.float32 else
                  pack_words(input_levels(images, self.act_lower, self.act_upper, c['abits']), c['abits']))
     if self.levels_seen is not None:
         seen = unpack_words(words, self.weight_levels.shape[1])

@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['ISAS', 'native_source', 'build_library', 'ConvArgs', 'native_library', 'available_isas', 'chosen_isa', 'pack_words',
-           'unpack_words', 'PackedConv', 'pack_input']
+           'unpack_words', 'PackedConv', 'InputPacker', 'pack_input']
 
-# %% ../nbs/06_packed.ipynb #a51aa1e0
+# %% ../nbs/06_packed.ipynb #fb5ea7c4
 import ctypes, functools, hashlib, importlib.util, os, shutil, subprocess, tempfile, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .dasr import check_bits, patch_to
 
-# %% ../nbs/06_packed.ipynb #f9164683
+# %% ../nbs/06_packed.ipynb #7f87cc8d
 def native_source() -> Path:
     "The C++ source of the packed kernels (shipped with the package)."
     return Path(importlib.util.find_spec('daq').origin).parent / 'native' / 'packed.cpp'
@@ -49,7 +49,7 @@ def build_library(*, portable:bool=False, # plain C++ only (-DDAQ_PORTABLE_ONLY)
         os.replace(built, target)
     return target
 
-# %% ../nbs/06_packed.ipynb #d8389ca2
+# %% ../nbs/06_packed.ipynb #fc51e9b8
 class ConvArgs(ctypes.Structure):
     "The C++ `ConvArgs`: one packed convolution's pointers, sizes and epilogue (field for field, in order)."
     _fields_ = [(name, getattr(ctypes, 'c_' + kind)) for name, kind in (
@@ -63,7 +63,7 @@ class ConvArgs(ctypes.Structure):
 
 ISAS = ('portable', 'avx2', 'avx512')    # the kernels' dispatch levels, numbered as in the C++ source
 
-# %% ../nbs/06_packed.ipynb #3308e40a
+# %% ../nbs/06_packed.ipynb #d652475d
 @functools.lru_cache(maxsize=None)
 def _load(portable:bool) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build_library(portable=portable)))
@@ -86,9 +86,10 @@ def native_library(*, portable:bool=False # the plain C++ build (see `build_libr
     try: return _load(portable)
     except (RuntimeError, OSError) as e: _unavailable(str(e)); return None
 
-def available_isas(lib:ctypes.CDLL) -> list:
+@functools.lru_cache(maxsize=None)
+def available_isas(lib:ctypes.CDLL) -> tuple:
     "The dispatch levels this build has and this CPU runs, lowest first."
-    return [name for i, name in enumerate(ISAS) if lib.daq_packed_isa_supported(i)]
+    return tuple(name for i, name in enumerate(ISAS) if lib.daq_packed_isa_supported(i))
 
 def chosen_isa(lib:ctypes.CDLL, isa:str|None=None # a level, or None: $DAQ_PACKED_ISA, else the best available
               ) -> int:
@@ -98,7 +99,7 @@ def chosen_isa(lib:ctypes.CDLL, isa:str|None=None # a level, or None: $DAQ_PACKE
         raise ValueError(f"packed kernel level {isa!r} is not available here (available: {', '.join(available)})")
     return ISAS.index(isa)
 
-# %% ../nbs/06_packed.ipynb #e723a20e
+# %% ../nbs/06_packed.ipynb #8a1acc60
 def pack_words(levels:torch.Tensor, # uint8 levels [N, C, H, W]
                bits:int # bits per level
               ) -> torch.Tensor:
@@ -120,7 +121,7 @@ def unpack_words(words:torch.Tensor, # int64 [N, H, W, bits, words] (from `pack_
     levels = sum(bit[..., j, :] << j for j in range(words.shape[3]))
     return levels.permute(0, 3, 1, 2).to(torch.uint8).contiguous()
 
-# %% ../nbs/06_packed.ipynb #a891572b
+# %% ../nbs/06_packed.ipynb #d25c9ade
 class PackedConv:
     "A convolution (or linear layer) of packed levels with its epilogue, by the native kernels: one C++ call a batch."
     def __init__(self, levels:torch.Tensor, # weight levels k_W, uint8 [C_out, C_in, KH, KW]
@@ -128,6 +129,7 @@ class PackedConv:
                  stride=(1, 1), padding=(0, 0), dilation=(1, 1), # the convolution's geometry (2 numbers each)
                  scale:torch.Tensor|None=None, bias:torch.Tensor|None=None, # float epilogue P·scale + bias, or
                  thresholds:torch.Tensor|None=None, sign:torch.Tensor|None=None, # levels #{j: sign·P >= θ_j}
+                 input_range:tuple|None=None, # (ℓ_A, u_A) of a float input: `input_packer` quantizes it
                  isa:str|None=None, # dispatch level (see `chosen_isa`)
                  portable:bool=False # use the plain C++ build
                 ):
@@ -136,8 +138,8 @@ class PackedConv:
         if levels.dim() != 4: raise ValueError(f"PackedConv takes [C_out, C_in, KH, KW] levels, got {levels.shape}")
         check_bits(wbits); check_bits(abits)
         self._source = (levels, dict(wbits=wbits, abits=abits, stride=stride, padding=padding, dilation=dilation,
-                                     scale=scale, bias=bias, thresholds=thresholds, sign=sign, isa=isa,
-                                     portable=portable))
+                                     scale=scale, bias=bias, thresholds=thresholds, sign=sign,
+                                     input_range=input_range, isa=isa, portable=portable))
         self.cout, self.cin, kh, kw = levels.shape
         self.wbits, self.abits, self.geometry = wbits, abits, (*stride, *padding, *dilation)
         w = pack_words(levels.permute(2, 3, 0, 1).reshape(-1, self.cin, 1, 1), wbits)    # [taps*C_out, 1, 1, P, D]
@@ -149,6 +151,8 @@ class PackedConv:
         for name, value in zip(('stride_h', 'stride_w', 'pad_h', 'pad_w', 'dilation_h', 'dilation_w'), self.geometry):
             setattr(self.args, name, value)
         self._set_epilogue(scale, bias, thresholds, sign)
+        self.input_packer = (None if input_range is None else
+                             InputPacker(*input_range, abits, isa=isa, portable=portable))
 
     def __reduce__(self): return _rebuild_packed_conv, self._source       # copies and pickles rebuild the kernel
 
@@ -159,7 +163,7 @@ class PackedConv:
 
 def _rebuild_packed_conv(levels, kwargs): return PackedConv(levels, **kwargs)
 
-# %% ../nbs/06_packed.ipynb #d0a7ef59
+# %% ../nbs/06_packed.ipynb #a35bd5d7
 @patch_to(PackedConv)
 def _set_epilogue(self, scale, bias, thresholds, sign):
     "Store the epilogue padded to the kernel's channel blocks: float32 scale/bias, or integer thresholds and signs."
@@ -181,7 +185,7 @@ def _set_epilogue(self, scale, bias, thresholds, sign):
                      F.pad(sign.detach().long().reshape(self.cout), (0, pad), value=1).contiguous())
     a.thresholds, a.sign, a.out_bits = self.epilogue[0].data_ptr(), self.epilogue[1].data_ptr(), bits
 
-# %% ../nbs/06_packed.ipynb #d0a2e933
+# %% ../nbs/06_packed.ipynb #c8ae18e5
 @patch_to(PackedConv)
 def output_size(self, height:int, width:int) -> tuple:
     "(H_out, W_out) of the convolution on an H x W input."
@@ -214,19 +218,31 @@ def __call__(self, words:torch.Tensor, # packed input levels int64 [N, H, W, abi
     self.lib.daq_packed_conv(ctypes.byref(a))
     return out
 
-# %% ../nbs/06_packed.ipynb #d820cd65
+# %% ../nbs/06_packed.ipynb #387d666c
+class InputPacker:
+    "An input quantizer that writes packed levels: its range and dispatch level resolved once, one C++ call a batch."
+    def __init__(self, lower:torch.Tensor, upper:torch.Tensor, # the quantizer's clip range (0-d float32 tensors)
+                 bits:int, *, isa:str|None=None, portable:bool=False):
+        n = check_bits(bits)
+        self.lib, self.bits = native_library(portable=portable), bits
+        if self.lib is None: raise RuntimeError("the packed kernels are unavailable (see the warning above)")
+        step = (upper.float() - lower.float()) / float(n)             # as daq.export.input_levels computes it
+        self.lower, self.step, self.isa = float(lower), float(step), chosen_isa(self.lib, isa)
+
+    def __call__(self, x:torch.Tensor, # float32 input [N, C, H, W], any strides (channels last is the fast case)
+                 threads:int|None=None) -> torch.Tensor:
+        "Packed levels int64 [N, H, W, bits, ⌈C/64⌉] (`pack_words`' layout)."
+        if x.dim() != 4: raise ValueError(f"pack_input takes [N, C, H, W], got {tuple(x.shape)}")
+        if x.dtype != torch.float32: raise ValueError(f"pack_input takes float32 input, got {x.dtype}")
+        batch, channels, height, width = x.shape
+        out = torch.empty(batch, height, width, self.bits, -(-channels // 64), dtype=torch.int64)
+        self.lib.daq_pack_input(x.data_ptr(), batch, channels, height, width, (ctypes.c_int64 * 4)(*x.stride()),
+                                self.lower, self.step, self.bits, out.data_ptr(), threads or torch.get_num_threads(),
+                                self.isa)
+        return out
+
 def pack_input(x:torch.Tensor, # float32 input [N, C, H, W], any strides (channels last is the fast case)
                lower:torch.Tensor, upper:torch.Tensor, # the quantizer's clip range (0-d float32 tensors)
                bits:int, *, isa:str|None=None, portable:bool=False, threads:int|None=None) -> torch.Tensor:
     "The input quantizer's levels, packed: `pack_words(input_levels(x, lower, upper, bits), bits)` in one pass."
-    n = check_bits(bits)
-    if x.dim() != 4: raise ValueError(f"pack_input takes [N, C, H, W], got {tuple(x.shape)}")
-    if x.dtype != torch.float32: raise ValueError(f"pack_input takes float32 input, got {x.dtype}")
-    step = (upper.float() - lower.float()) / float(n)             # as daq.export.input_levels computes it
-    lib = native_library(portable=portable)
-    batch, channels, height, width = x.shape
-    out = torch.empty(batch, height, width, bits, -(-channels // 64), dtype=torch.int64)
-    strides = torch.tensor(x.stride(), dtype=torch.int64)
-    lib.daq_pack_input(x.data_ptr(), batch, channels, height, width, strides.data_ptr(), float(lower), float(step),
-                       bits, out.data_ptr(), threads or torch.get_num_threads(), chosen_isa(lib, isa))
-    return out
+    return InputPacker(lower, upper, bits, isa=isa, portable=portable)(x, threads)

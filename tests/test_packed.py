@@ -132,3 +132,13 @@ def test_forced_level_that_this_machine_lacks_is_a_clear_error(tmp_path):
     env = {**os.environ, 'DAQ_CACHE_DIR': str(tmp_path / 'cache'), 'DAQ_PACKED_ISA': 'neon'}
     done = subprocess.run([sys.executable, '-c', FRESH], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode != 0 and "packed kernel level 'neon' is not available here" in done.stderr
+
+
+def test_a_copied_packed_network_runs_and_agrees():
+    "copy.deepcopy rebuilds each PackedConv (ctypes state is not copyable), its input quantizer included."
+    import copy
+    net, images = mixed_network(2, 2)
+    packed = to_integer(net)
+    twin = copy.deepcopy(packed)
+    assert twin.get_submodule('c1').packed.input_packer is not None
+    with torch.no_grad(): assert torch.equal(twin(images), packed(images))
