@@ -311,7 +311,10 @@ static void conv_rows(const ConvArgs* a, int64_t first, int64_t last) {
     rows_for(*a)(*a, first, last, win, sums.data());
 }
 
-template <class F> static void parallel_rows(int64_t rows, int threads, F body) {
+// Rows split over threads, each thread given at least 2048 pixels (a thread costs more to start than fewer do).
+template <class F> static void parallel_rows(int64_t rows, int64_t row_pixels, int threads, F body) {
+    const int64_t most = rows * row_pixels / 2048;
+    if (threads > most) threads = (int)most;
     if (threads > rows) threads = (int)rows;
     if (threads <= 1) { body(0, rows); return; }
     std::vector<std::thread> pool;
@@ -336,7 +339,7 @@ int daq_packed_isa_supported(int isa) {             // compiled in, and supporte
 int daq_packed_abi() { return (int)sizeof(ConvArgs); }
 
 void daq_packed_conv(const ConvArgs* a) {
-    parallel_rows(a->batch * a->out_h, a->threads, [a](int64_t lo, int64_t hi) { conv_rows(a, lo, hi); });
+    parallel_rows(a->batch * a->out_h, a->out_w, a->threads, [a](int64_t lo, int64_t hi) { conv_rows(a, lo, hi); });
 }
 
 // Float [N, C, H, W] (any strides) -> packed levels: k = round_half_down(clamp((x - lower) / step, 0, n)), with the
@@ -374,7 +377,7 @@ void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t hei
                     int32_t isa) {
     const int64_t words = (channels + 63) / 64, sn = strides[0], sc = strides[1], sh = strides[2], sw = strides[3];
     const float n = (float)((1 << bits) - 1);
-    parallel_rows(batch * height, threads, [=](int64_t lo, int64_t hi) {
+    parallel_rows(batch * height, width, threads, [=](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {                 // r = (image, row)
             const int64_t b = r / height, h = r % height;
             for (int64_t w = 0; w < width; ++w) {
