@@ -6,14 +6,14 @@
 __all__ = ['ISAS', 'native_source', 'build_library', 'ConvArgs', 'native_library', 'available_isas', 'chosen_isa', 'pack_words',
            'unpack_words', 'PackedConv', 'InputPacker', 'pack_input']
 
-# %% ../nbs/06_packed.ipynb #fb9c71d6
+# %% ../nbs/06_packed.ipynb #27edcadb
 import ctypes, functools, hashlib, importlib.util, os, shutil, subprocess, tempfile, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .dasr import check_bits, patch_to
 
-# %% ../nbs/06_packed.ipynb #65d235f4
+# %% ../nbs/06_packed.ipynb #8e15c0b0
 def native_source() -> Path:
     "The C++ source of the packed kernels (shipped with the package)."
     return Path(importlib.util.find_spec('daq').origin).parent / 'native' / 'packed.cpp'
@@ -49,7 +49,7 @@ def build_library(*, portable:bool=False, # plain C++ only (-DDAQ_PORTABLE_ONLY)
         os.replace(built, target)
     return target
 
-# %% ../nbs/06_packed.ipynb #ace26f33
+# %% ../nbs/06_packed.ipynb #9a51172d
 class ConvArgs(ctypes.Structure):
     "The C++ `ConvArgs`: one packed convolution's pointers, sizes and epilogue (field for field, in order)."
     _fields_ = [(name, getattr(ctypes, 'c_' + kind)) for name, kind in (
@@ -63,7 +63,7 @@ class ConvArgs(ctypes.Structure):
 
 ISAS = ('portable', 'avx2', 'avx512')    # the kernels' dispatch levels, numbered as in the C++ source
 
-# %% ../nbs/06_packed.ipynb #b9a492a5
+# %% ../nbs/06_packed.ipynb #e2d7ab26
 @functools.lru_cache(maxsize=None)
 def _load(portable:bool) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(build_library(portable=portable)))
@@ -99,7 +99,7 @@ def chosen_isa(lib:ctypes.CDLL, isa:str|None=None # a level, or None: $DAQ_PACKE
         raise ValueError(f"packed kernel level {isa!r} is not available here (available: {', '.join(available)})")
     return ISAS.index(isa)
 
-# %% ../nbs/06_packed.ipynb #3872ae54
+# %% ../nbs/06_packed.ipynb #cf3f9a90
 def pack_words(levels:torch.Tensor, # uint8 levels [N, C, H, W]
                bits:int # bits per level
               ) -> torch.Tensor:
@@ -121,7 +121,7 @@ def unpack_words(words:torch.Tensor, # int64 [N, H, W, bits, words] (from `pack_
     levels = sum(bit[..., j, :] << j for j in range(words.shape[3]))
     return levels.permute(0, 3, 1, 2).to(torch.uint8).contiguous()
 
-# %% ../nbs/06_packed.ipynb #7c69a949
+# %% ../nbs/06_packed.ipynb #620fed7a
 class PackedConv:
     "A convolution (or linear layer) of packed levels with its epilogue, by the native kernels: one C++ call a batch."
     def __init__(self, levels:torch.Tensor, # weight levels k_W, uint8 [C_out, C_in, KH, KW]
@@ -154,16 +154,18 @@ class PackedConv:
         self.input_packer = (None if input_range is None else
                              InputPacker(*input_range, abits, isa=isa, portable=portable))
 
-    def __reduce__(self): return _rebuild_packed_conv, self._source       # copies and pickles rebuild the kernel
+# %% ../nbs/06_packed.ipynb #09bf7b5d
+@patch_to(PackedConv)
+def __reduce__(self): return _rebuild_packed_conv, self._source         # copies and pickles rebuild the kernel
 
-    def __repr__(self):
-        a = self.args
-        shape = f"{self.cout}x{self.cin}x{a.kernel_h}x{a.kernel_w}"
-        return f"PackedConv({shape}, W{self.wbits}A{self.abits}, {ISAS[a.isa]})"
+@patch_to(PackedConv)
+def __repr__(self):
+    a = self.args
+    return f"PackedConv({self.cout}x{self.cin}x{a.kernel_h}x{a.kernel_w}, W{self.wbits}A{self.abits}, {ISAS[a.isa]})"
 
 def _rebuild_packed_conv(levels, kwargs): return PackedConv(levels, **kwargs)
 
-# %% ../nbs/06_packed.ipynb #893f4325
+# %% ../nbs/06_packed.ipynb #e6ce3681
 @patch_to(PackedConv)
 def _set_epilogue(self, scale, bias, thresholds, sign):
     "Store the epilogue padded to the kernel's channel blocks: float32 scale/bias, or integer thresholds and signs."
@@ -185,7 +187,7 @@ def _set_epilogue(self, scale, bias, thresholds, sign):
                      F.pad(sign.detach().long().reshape(self.cout), (0, pad), value=1).contiguous())
     a.thresholds, a.sign, a.out_bits = self.epilogue[0].data_ptr(), self.epilogue[1].data_ptr(), bits
 
-# %% ../nbs/06_packed.ipynb #add48bcd
+# %% ../nbs/06_packed.ipynb #0d56d812
 @patch_to(PackedConv)
 def output_size(self, height:int, width:int) -> tuple:
     "(H_out, W_out) of the convolution on an H x W input."
@@ -218,7 +220,7 @@ def __call__(self, words:torch.Tensor, # packed input levels int64 [N, H, W, abi
     self.lib.daq_packed_conv(ctypes.byref(a))
     return out
 
-# %% ../nbs/06_packed.ipynb #56c5a55e
+# %% ../nbs/06_packed.ipynb #bdde54e0
 class InputPacker:
     "An input quantizer that writes packed levels: its range and dispatch level resolved once, one C++ call a batch."
     def __init__(self, lower:torch.Tensor, upper:torch.Tensor, # the quantizer's clip range (0-d float32 tensors)

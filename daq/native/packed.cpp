@@ -256,7 +256,8 @@ static void rows_avx512(const ConvArgs& a, int64_t first, int64_t last, Window& 
 #endif
 
 // --- section: rows
-// rows = (image, output row) pairs, one dispatch level's loop each
+// rows = (image, output row) pairs, one dispatch level's loop each (written out per level: the target attribute
+// must sit on the loop itself, so that the inlined window() counts with that level's popcount instruction)
 typedef void (*Rows)(const ConvArgs&, int64_t, int64_t, Window&, int64_t*);
 
 static void rows_portable(const ConvArgs& a, int64_t first, int64_t last, Window& win, int64_t* sums) {
