@@ -18,21 +18,29 @@ images/s and the ratio to FP32 in the same runtime. Measurements are interleaved
 timing it checks that ONNX Runtime gives the PyTorch integer network's predictions. Sizes: the packed file
 (``daq.export.save``), the ONNX file, and FP32's tensors as safetensors.
 
+How far from the hardware: ``peak.cpp`` (compiled here with the machine's C++ compiler) measures this core's binary
+multiply-accumulate rate (AND + VPOPCNTQ on 512-bit words, as the packed kernels do them) and its float32 FMA rate;
+with each network's multiply-accumulates (float ones at the FMA rate; a b_W x b_A-bit layer's as b_W b_A binary
+planes) that gives the time an image takes at peak arithmetic, and each row's fraction of it (``of_peak``). Peak
+memory: the largest resident set of a fresh process that loads the network (from its saved file for the integer
+ones) and classifies a batch, above that of a process that only imports torch and daq.
+
 Run from the repository root (needs the shared folder: ``--shared`` or ``$DAQ_SHARED``)::
 
     python benchmarks/export.py --threads 1 --json export.json
 """
-import argparse, statistics, sys, tempfile, time, warnings
+import argparse, ctypes, math, os, shutil, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))                  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 from dasr import CpuShare, add_record_arguments, machine_info, write_record
 from daq.checkpoints import load_authors_checkpoint, load_npz_images
-from daq.export import export_onnx, save, to_integer
+from daq.export import IntegerLayer, export_onnx, save, to_integer
 from daq.models import resnet20
 from daq.networks import calibrate
 from daq.shared import shared_file
@@ -91,6 +99,73 @@ def check(nets: dict, sessions: dict, images: torch.Tensor):
         print(f"# {name}: ONNX Runtime == PyTorch on {100 * agree:.1f} % of {len(images)} predictions")
 
 
+def arithmetic_peak() -> dict | None:
+    "This core's binary and float32 multiply-accumulates per second (peak.cpp, best of 5), or None where it cannot run."
+    compiler = next((c for c in (os.environ.get('CXX'), 'c++', 'g++', 'clang++') if c and shutil.which(c)), None)
+    if compiler is None: return None
+    with tempfile.TemporaryDirectory() as tmp:
+        library = Path(tmp) / 'peak.so'
+        built = subprocess.run([compiler, '-O2', '-shared', '-fPIC', '-o', str(library), str(HERE / 'peak.cpp')],
+                               capture_output=True)
+        if built.returncode: return None                            # not x86-64, or no AVX-512 support in the compiler
+        lib = ctypes.CDLL(str(library))
+        if not lib.daq_peak_supported(): return None
+        lib.daq_peak_binary.argtypes = lib.daq_peak_fma.argtypes = [ctypes.c_int64]
+        lib.daq_peak_binary.restype, lib.daq_peak_fma.restype = ctypes.c_int64, ctypes.c_double
+        rates = {}
+        for name, fn, macs, iterations in (('binary_mac_per_s', lib.daq_peak_binary, 8 * 4 * 512, 4_000_000),
+                                           ('fp32_mac_per_s', lib.daq_peak_fma, 12 * 16, 8_000_000)):
+            best = 0.0
+            for _ in range(5):
+                start = time.perf_counter(); fn(iterations)
+                best = max(best, iterations * macs / (time.perf_counter() - start))
+            rates[name] = best
+    return rates
+
+
+def multiply_accumulates(model: nn.Module, example: torch.Tensor) -> dict:
+    "Per image: float32 MACs, and binary-plane MACs (a b_W x b_A-bit integer layer's MACs times b_W b_A)."
+    counts, hooks = dict(fp32=0, binary=0), []
+    def count(m, inputs, out):
+        per_output = (m.weight_levels if isinstance(m, IntegerLayer) else m.weight)[0].numel()
+        macs = out[0].numel() * per_output                             # out[0]: one image's outputs
+        if isinstance(m, IntegerLayer) and m.config['abits'] is not None:
+            counts['binary'] += macs * m.config['wbits'] * m.config['abits']
+        else: counts['fp32'] += macs
+    for m in model.modules():
+        if isinstance(m, IntegerLayer) or (isinstance(m, (nn.Conv2d, nn.Linear)) and not list(m.children())):
+            hooks.append(m.register_forward_hook(count))
+    with torch.no_grad(): model(example[:1])
+    for h in hooks: h.remove()
+    return counts
+
+
+MEMORY_PROBE = """
+import resource, sys, torch
+torch.set_num_threads(1)
+from daq.checkpoints import load_authors_checkpoint
+from daq.export import load
+kind, path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = (None if kind == 'none' else load_authors_checkpoint(path, None, None).eval() if kind == 'fp32' else
+         load(path, packed=kind == 'packed'))
+if model is not None:
+    with torch.no_grad(): model(torch.rand(batch, 3, 32, 32))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory(files: dict, batches: list) -> dict:
+    "{network: {batch: MB}}: a fresh process's peak resident set above one that only imports torch and daq."
+    def probe(kind, path, batch):
+        out = subprocess.run([sys.executable, '-c', MEMORY_PROBE, kind, str(path), str(batch)], capture_output=True,
+                             text=True, cwd=HERE.parent, env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
+        if out.returncode: sys.exit(f"error: the memory probe of {kind} failed:\n{out.stderr[-2000:]}")
+        return int(out.stdout.split()[-1]) / 1024                       # ru_maxrss: KiB on Linux
+    base = min(probe('none', '-', 1) for _ in range(2))
+    return {name: {b: round(probe(kind, path, b) - base, 1) for b in batches} | {'baseline_mb': round(base, 1)}
+            for name, (kind, path) in files.items()}
+
+
 def timer(fn, batch: torch.Tensor, min_time: float) -> float:
     "Images per second of `fn(batch)`, calling it until `min_time` seconds have passed (at least twice)."
     calls, start = 0, time.perf_counter()
@@ -147,16 +222,35 @@ def main(argv=None):
     nets = networks(args)
     images = load_npz_images(shared_file('cifar10-exact-1000', args.shared))[0][:max(args.batches + [256])]
     with tempfile.TemporaryDirectory() as tmp:
-        sizes, sessions = sizes_and_sessions(nets, args, Path(tmp), images[:2])
+        tmp = Path(tmp)
+        sizes, sessions = sizes_and_sessions(nets, args, tmp, images[:2])
         check(nets, sessions, images[:256])
         for name, s in sizes.items():
             print(f"# {name:5s}: packed/tensors {s['safetensors_bytes']:>10,} bytes   "
                   f"ONNX {s['onnx_bytes']:>10,} bytes")
         runs = methods(nets, sessions)
         rows = [row for b in args.batches for row in measure(runs, b, images, args)]
+        files = {'fp32': ('fp32', shared_file('authors-fp', args.shared)), 'W1A1': ('integer', tmp / 'W1A1.safetensors'),
+                 'W1A1-packed': ('packed', tmp / 'W1A1.safetensors'), 'W2A2-packed': ('packed', tmp / 'W2A2.safetensors')}
+        memory = peak_memory(files, args.batches)
+    for name, m in memory.items():
+        print(f"# peak memory {name:12s} " + '  '.join(f"batch {b}: {m[b]:6.1f} MB" for b in args.batches)
+              + f"  (above {m['baseline_mb']} MB of torch + daq)")
+    peak = arithmetic_peak()
+    macs = {name: multiply_accumulates(model, images) for name, (model, _) in nets.items()}
+    if peak:
+        print(f"# this core's peak: {peak['binary_mac_per_s'] / 1e9:,.0f} G binary MAC/s, "
+              f"{peak['fp32_mac_per_s'] / 1e9:,.1f} G float32 MAC/s")
+        for row in rows:
+            count = macs[row['network']]
+            at_peak = count['fp32'] / peak['fp32_mac_per_s'] + count['binary'] / peak['binary_mac_per_s']
+            row.update(peak_images_per_s=1 / at_peak, of_peak=row['images_per_s'] * at_peak)
+            print(f"batch {row['batch']:4d}  {row['runtime']:12s} {row['network']:12s} "
+                  f"{100 * row['of_peak']:5.1f} % of its arithmetic peak ({row['peak_images_per_s']:,.0f} img/s)")
     import onnx, onnxruntime, safetensors
     versions = dict(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, safetensors=safetensors.__version__)
     record = dict(machine=machine_info(torch.device('cpu')), versions=versions, sizes=sizes, results=rows,
+                  arithmetic_peak=peak, multiply_accumulates=macs, peak_memory_mb=memory,
                   wall_s=round(time.perf_counter() - start, 1))
     if args.json: write_record(args, **record)
 

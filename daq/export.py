@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['weight_levels', 'weight_offset', 'input_levels', 'IntegerProduct', 'layer_config', 'IntegerLayer', 'integer_layer',
-           'packable', 'use_packed', 'to_integer', 'compare', 'pack_levels', 'unpack_levels', 'save', 'load',
-           'export_onnx', 'onnx_logits', 'FrozenLayer', 'frozen', 'model_from_checkpoint', 'export_cli',
+           'packable', 'ChannelsLastImages', 'use_packed', 'to_integer', 'compare', 'pack_levels', 'unpack_levels',
+           'save', 'load', 'export_onnx', 'onnx_logits', 'FrozenLayer', 'frozen', 'model_from_checkpoint', 'export_cli',
            'integer_summary', 'format_integer_summary']
 
 # %% ../nbs/07_export.ipynb #c53ae3da
@@ -424,6 +424,24 @@ def _fuse_residuals(gm:fx.GraphModule):
         relu.replace_all_uses_with(node); gm.graph.erase_node(relu); gm.graph.erase_node(add)
     gm.graph.lint(); gm.recompile()
 
+# %% ../nbs/07_export.ipynb #722d7595
+class ChannelsLastImages(nn.Module):
+    "A batch of 8 or more images in channels-last memory order (the same values); anything else as it is."
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or len(x) < 8 or torch.onnx.is_in_onnx_export(): return x
+        return x.contiguous(memory_format=torch.channels_last)
+
+def _set_channels_last(gm:fx.GraphModule, on:bool):
+    "Put a `ChannelsLastImages` after each input of the graph (on), or take it out."
+    for node in [n for n in gm.graph.nodes if n.op == 'call_module' and n.target == 'channels_last_images']:
+        node.replace_all_uses_with(node.args[0]); gm.graph.erase_node(node)
+    if hasattr(gm, 'channels_last_images'): gm.delete_submodule('channels_last_images')
+    if on: gm.add_submodule('channels_last_images', ChannelsLastImages())
+    for node in [n for n in gm.graph.nodes if n.op == 'placeholder'] if on else []:
+        with gm.graph.inserting_after(node): images = gm.graph.call_module('channels_last_images', (node,))
+        node.replace_all_uses_with(images, delete_user_cb=lambda user: user is not images)
+    gm.graph.lint(); gm.recompile()
+
 # %% ../nbs/07_export.ipynb #86cd7cbf
 def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
                on:bool=True, # False: every layer back on the integer reference path
@@ -439,7 +457,9 @@ def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
         for a, b in pairs:
             if (a in chosen) != (b in chosen): chosen -= {a, b}
     for name, m in layers.items(): m.packed = m.packed_kernel(isa=isa, portable=portable) if name in chosen else None
-    if chosen and isinstance(integer, fx.GraphModule): _fuse_residuals(integer)
+    if isinstance(integer, fx.GraphModule):
+        if chosen: _fuse_residuals(integer)
+        _set_channels_last(integer, bool(chosen))
     return [name for name in layers if name in chosen]
 
 # %% ../nbs/07_export.ipynb #8de2d8b4

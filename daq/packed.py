@@ -59,7 +59,8 @@ class ConvArgs(ctypes.Structure):
         ('stride_w', 'int32'), ('pad_h', 'int32'), ('pad_w', 'int32'), ('dilation_h', 'int32'),
         ('dilation_w', 'int32'), ('out_h', 'int64'), ('out_w', 'int64'), ('scale', 'void_p'), ('bias', 'void_p'),
         ('thresholds', 'void_p'), ('sign', 'void_p'), ('out_bits', 'int32'), ('out', 'void_p'), ('isa', 'int32'),
-        ('threads', 'int32'), ('residual', 'void_p'))] + [('residual_stride', ctypes.c_int64 * 4)]
+        ('threads', 'int32'), ('residual', 'void_p'))] + [
+        ('residual_stride', ctypes.c_int64 * 4), ('cin', ctypes.c_int32)]
 
 ISAS = ('portable', 'avx2', 'avx512')    # the kernels' dispatch levels, numbered as in the C++ source
 
@@ -147,7 +148,7 @@ class PackedConv:
         self.weight = F.pad(w, (0, -self.cout % 8)).contiguous()
         self.args = ConvArgs(weight=self.weight.data_ptr(), cout=self.cout, cout_padded=self.weight.shape[-1],
                              kernel_h=kh, kernel_w=kw, weight_planes=wbits, n_w=2 ** wbits - 1, act_planes=abits,
-                             words=self.weight.shape[2], isa=chosen_isa(self.lib, isa))
+                             words=self.weight.shape[2], cin=self.cin, isa=chosen_isa(self.lib, isa))
         for name, value in zip(('stride_h', 'stride_w', 'pad_h', 'pad_w', 'dilation_h', 'dilation_w'), self.geometry):
             setattr(self.args, name, value)
         self._set_epilogue(scale, bias, thresholds, sign)

@@ -142,3 +142,25 @@ def test_a_copied_packed_network_runs_and_agrees():
     twin = copy.deepcopy(packed)
     assert twin.get_submodule('c1').packed.input_packer is not None
     with torch.no_grad(): assert torch.equal(twin(images), packed(images))
+
+
+@pytest.mark.parametrize('cin,kernel,stride,padding,dilation_h,bits', [
+    (16, (3, 3), (1, 1), (1, 1), 1, (1, 1)),     # ResNet-20's stage 1: one word a kernel row
+    (32, (3, 3), (2, 2), (1, 1), 1, (2, 2)),     # stage 2's first layer: two words a row
+    (21, (3, 3), (1, 2), (2, 0), 2, (3, 1)),     # 3-byte pixels: the last tap straddles two words
+    (3, (5, 5), (1, 1), (2, 2), 1, (4, 4)),
+    (40, (1, 3), (1, 1), (0, 1), 1, (1, 3)),
+])
+def test_short_channel_counts_exact(cin, kernel, stride, padding, dilation_h, bits):
+    "The kernels that pack a kernel row's taps into one or two words (C_in <= 40) equal a float64 convolution."
+    from daq.packed import PackedConv, pack_words
+    torch.manual_seed(cin)
+    wbits, abits = bits
+    k = torch.randint(0, 2 ** abits, (3, cin, 11, 13), dtype=torch.uint8)
+    levels = torch.randint(0, 2 ** wbits, (24, cin, *kernel), dtype=torch.uint8)
+    want = torch.nn.functional.conv2d(k.double(), 2 * levels.double() - (2 ** wbits - 1), None, stride, padding,
+                                      (dilation_h, 1)).float()
+    for isa, portable in LEVELS:
+        conv = PackedConv(levels, wbits=wbits, abits=abits, stride=stride, padding=padding, dilation=(dilation_h, 1),
+                          scale=torch.ones(24), bias=torch.zeros(24), isa=isa, portable=portable)
+        assert torch.equal(conv(pack_words(k, abits)), want), (isa, portable)

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(DAQ_PORTABLE_ONLY)   // -DDAQ_PORTABLE_ONLY: plain C++
@@ -26,6 +27,7 @@ struct ConvArgs {
     int32_t out_bits;                               // 0: the float epilogue; 1..8: planes of the packed output
     void* out; int32_t isa, threads;                // isa: 0 portable, 1 AVX2, 2 AVX-512 (VPOPCNTDQ)
     const float* residual; int64_t residual_stride[4];  // float epilogue, optional: relu(P scale + bias + residual)
+    int32_t cin;                                    // input channels (the bits used in each pixel's words)
 };
 
 struct Window {                                     // one output pixel's valid taps (zero padding adds nothing)
@@ -255,6 +257,127 @@ static void rows_avx512(const ConvArgs& a, int64_t first, int64_t last, Window& 
 }
 #endif
 
+// --- section: compact
+// Short channel counts: the taps of one kernel row side by side in one or two words. Each input row is copied into a
+// zero-padded byte buffer, one pixel every `pitch` bytes (C_in bits rounded up to whole bytes), so the window of
+// kernel row kh at output column ow is the bit string starting at byte ow s_w pitch: an unaligned 64-bit load per
+// word, the padding already in place (no border cases). The weights are laid out the same way: tap kw at bit
+// 8 kw pitch.
+#ifdef DAQ_X86
+struct Compact { int pitch, row_words; int64_t padded_h, padded_w, row_bytes; uint64_t last_mask; };
+
+static bool compact_layout(const ConvArgs& a, Compact& c) {     // used where it needs fewer words than taps
+    if (a.words != 1 || a.dilation_w != 1 || a.kernel_w < 2 || a.kernel_h > 8) return false;
+    c.pitch = (a.cin + 7) / 8;
+    const int bits = a.kernel_w * 8 * c.pitch;
+    c.row_words = (bits + 63) / 64;
+    if (c.row_words > 2 || c.row_words >= a.kernel_w) return false;
+    c.last_mask = bits % 64 ? (1ULL << (bits % 64)) - 1 : ~0ULL;   // bits beyond the window: the next pixels
+    c.padded_h = a.height + 2 * a.pad_h; c.padded_w = a.width + 2 * a.pad_w;
+    c.row_bytes = c.padded_w * c.pitch + 8 * c.row_words;           // the last window's loads stay inside
+    return true;
+}
+
+static void compact_copy(const ConvArgs& a, const Compact& c, uint8_t* buffer, int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {                        // r = (image, padded row)
+        const int64_t n = r / c.padded_h, ih = r % c.padded_h - a.pad_h;
+        uint8_t* row = buffer + r * a.act_planes * c.row_bytes;
+        std::memset(row, 0, a.act_planes * c.row_bytes);
+        if (ih < 0 || ih >= a.height) continue;
+        const uint64_t* x = a.act + (n * a.height + ih) * a.width * a.act_planes;
+        for (int j = 0; j < a.act_planes; ++j)                      // little-endian: byte b holds channels 8b..8b+7
+            for (int64_t iw = 0; iw < a.width; ++iw)
+                std::memcpy(row + j * c.row_bytes + (iw + a.pad_w) * c.pitch, x + iw * a.act_planes + j, c.pitch);
+    }
+}
+
+static std::vector<uint64_t> compact_weights(const ConvArgs& a, const Compact& c) {   // [KH, planes, row words, C]
+    const int64_t cp = a.cout_padded;
+    std::vector<uint64_t> w((size_t)a.kernel_h * a.weight_planes * c.row_words * cp, 0);
+    for (int kh = 0; kh < a.kernel_h; ++kh)
+        for (int kw = 0; kw < a.kernel_w; ++kw)
+            for (int i = 0; i < a.weight_planes; ++i)
+                for (int64_t co = 0; co < cp; ++co) {
+                    const uint64_t word = a.weight[((int64_t)(kh * a.kernel_w + kw) * a.weight_planes + i) * cp + co];
+                    const int bit = kw * 8 * c.pitch, d = bit / 64, shift = bit % 64;
+                    uint64_t* row = w.data() + ((int64_t)(kh * a.weight_planes + i) * c.row_words) * cp + co;
+                    row[d * cp] |= word << shift;
+                    if (shift && shift + a.cin > 64) row[(d + 1) * cp] |= word >> (64 - shift);   // straddles
+                }
+    return w;
+}
+
+// B output pixels of one row: their window words and active counts, then 8 output channels a vector as above.
+template <int WP, int AP, int RW, int B>
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,popcnt")))
+static inline __attribute__((always_inline)) void compact_pixels(const ConvArgs& a, const Compact& c,
+        const uint64_t* w, const uint8_t* const* rows, int64_t n, int64_t oh, int64_t ow) {
+    const int64_t cp = a.cout_padded, out_words = (a.cout + 63) / 64;
+    uint64_t x[B][8][AP][RW];
+    int64_t active[B];
+    for (int p = 0; p < B; ++p) {
+        const int64_t at = (ow + p) * a.stride_w * c.pitch;
+        active[p] = 0;
+        for (int kh = 0; kh < a.kernel_h; ++kh)
+            for (int j = 0; j < AP; ++j)
+                for (int d = 0; d < RW; ++d) {
+                    uint64_t v;
+                    std::memcpy(&v, rows[kh] + j * c.row_bytes + at + 8 * d, 8);
+                    if (d == RW - 1) v &= c.last_mask;
+                    x[p][kh][j][d] = v;
+                    active[p] += (int64_t)__builtin_popcountll(v) << j;
+                }
+    }
+    if (a.out_bits)
+        std::memset((uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words, 0,
+                    sizeof(uint64_t) * B * a.out_bits * out_words);
+    for (int64_t co = 0; co < cp; co += 8) {
+        __m512i s[B];
+        for (int p = 0; p < B; ++p) s[p] = _mm512_setzero_si512();
+        for (int kh = 0; kh < a.kernel_h; ++kh)
+            for (int i = 0; i < WP; ++i)
+                for (int d = 0; d < RW; ++d) {
+                    const __m512i wv = _mm512_loadu_si512(w + ((int64_t)(kh * WP + i) * RW + d) * cp + co);
+                    for (int j = 0; j < AP; ++j)
+                        for (int p = 0; p < B; ++p) {
+                            __m512i cnt = _mm512_popcnt_epi64(_mm512_and_si512(
+                                wv, _mm512_set1_epi64((long long)x[p][kh][j][d])));
+                            s[p] = _mm512_add_epi64(s[p], i + j ? _mm512_slli_epi64(cnt, (unsigned)(i + j)) : cnt);
+                        }
+                }
+        for (int p = 0; p < B; ++p) epilogue_avx512(a, s[p], active[p], n, oh, ow + p, co);
+    }
+}
+
+typedef void (*CompactRows)(const ConvArgs&, const Compact&, const uint64_t*, const uint8_t*, int64_t, int64_t);
+
+template <int WP, int AP, int RW>
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,popcnt")))
+static void compact_rows_avx512(const ConvArgs& a, const Compact& c, const uint64_t* w, const uint8_t* buffer,
+                                int64_t first, int64_t last) {
+    constexpr int B = 4;
+    const uint8_t* rows[8];
+    for (int64_t r = first; r < last; ++r) {
+        const int64_t n = r / a.out_h, oh = r % a.out_h;
+        for (int kh = 0; kh < a.kernel_h; ++kh)
+            rows[kh] = buffer + ((n * c.padded_h + oh * a.stride_h + (int64_t)kh * a.dilation_h) * a.act_planes)
+                                * c.row_bytes;
+        int64_t ow = 0;
+        for (; ow + B <= a.out_w; ow += B) compact_pixels<WP, AP, RW, B>(a, c, w, rows, n, oh, ow);
+        for (; ow < a.out_w; ++ow) compact_pixels<WP, AP, RW, 1>(a, c, w, rows, n, oh, ow);
+    }
+}
+
+template <int WP, int AP> static CompactRows compact_rows_shaped(const Compact& c) {
+    return c.row_words == 1 ? compact_rows_avx512<WP, AP, 1> : compact_rows_avx512<WP, AP, 2>;
+}
+template <int WP> static CompactRows compact_rows_for(const ConvArgs& a, const Compact& c) {
+    const int ap = a.act_planes;
+    return ap == 1 ? compact_rows_shaped<WP, 1>(c) : ap == 2 ? compact_rows_shaped<WP, 2>(c)
+         : ap == 3 ? compact_rows_shaped<WP, 3>(c) : compact_rows_shaped<WP, 4>(c);
+}
+#endif
+
 // --- section: rows
 // rows = (image, output row) pairs, one dispatch level's loop each (written out per level: the target attribute
 // must sit on the loop itself, so that the inlined window() counts with that level's popcount instruction)
@@ -340,6 +463,21 @@ int daq_packed_isa_supported(int isa) {             // compiled in, and supporte
 int daq_packed_abi() { return (int)sizeof(ConvArgs); }
 
 void daq_packed_conv(const ConvArgs* a) {
+#if defined(DAQ_X86) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    Compact c;
+    const int wp = a->weight_planes;
+    if (a->isa == 2 && wp <= 4 && a->act_planes <= 4 && compact_layout(*a, c)) {
+        const std::vector<uint64_t> w = compact_weights(*a, c);
+        std::unique_ptr<uint8_t[]> buffer(new uint8_t[a->batch * c.padded_h * a->act_planes * c.row_bytes]);
+        parallel_rows(a->batch * c.padded_h, a->width, a->threads,
+                      [&](int64_t lo, int64_t hi) { compact_copy(*a, c, buffer.get(), lo, hi); });
+        const CompactRows rows = wp == 1 ? compact_rows_for<1>(*a, c) : wp == 2 ? compact_rows_for<2>(*a, c)
+                               : wp == 3 ? compact_rows_for<3>(*a, c) : compact_rows_for<4>(*a, c);
+        parallel_rows(a->batch * a->out_h, a->out_w, a->threads,
+                      [&](int64_t lo, int64_t hi) { rows(*a, c, w.data(), buffer.get(), lo, hi); });
+        return;
+    }
+#endif
     parallel_rows(a->batch * a->out_h, a->out_w, a->threads, [a](int64_t lo, int64_t hi) { conv_rows(a, lo, hi); });
 }
 
@@ -353,23 +491,42 @@ static inline int level_of(float x, float lower, float step, float n) {
 }
 
 #ifdef DAQ_X86
-__attribute__((target("avx512f,avx512bw")))
+__attribute__((target("avx512f,avx512bw")))                  // 16 values' levels (0 where not inside)
+static inline __m512i levels_avx512(const float* src, __mmask16 inside, float lower, float step, float n) {
+    const __m512 lo = _mm512_set1_ps(lower), st = _mm512_set1_ps(step), top = _mm512_set1_ps(n);
+    __m512 t = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(inside, src), lo), st);
+    const __mmask16 number = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), top);      // max/min: NaN handled by the mask below
+    __m512 f = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512i k = _mm512_cvttps_epi32(f);
+    const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(t, f), _mm512_set1_ps(0.5f), _CMP_GT_OQ);
+    return _mm512_maskz_mov_epi32(number & inside, _mm512_mask_add_epi32(k, up, k, _mm512_set1_epi32(1)));
+}
+
+__attribute__((target("avx512f,avx512bw")))                  // channels last: 16 channels of one pixel a vector
 static void pack_pixel_avx512(const float* src, int64_t channels, float lower, float step, float n, int bits,
                               int64_t words, uint64_t* o) {
-    const __m512 lo = _mm512_set1_ps(lower), st = _mm512_set1_ps(step), top = _mm512_set1_ps(n), half = _mm512_set1_ps(0.5f);
     for (int64_t c = 0; c < channels; c += 16) {
         const __mmask16 inside = (__mmask16)(channels - c >= 16 ? 0xffff : (1u << (channels - c)) - 1);
-        __m512 t = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(inside, src + c), lo), st);
-        const __mmask16 number = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
-        t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), top);  // max/min: NaN handled by the mask below
-        __m512 f = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-        __m512i k = _mm512_cvttps_epi32(f);
-        k = _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(_mm512_sub_ps(t, f), half, _CMP_GT_OQ), k, _mm512_set1_epi32(1));
-        k = _mm512_maskz_mov_epi32(number & inside, k);
+        const __m512i k = levels_avx512(src + c, inside, lower, step, n);
         for (int j = 0; j < bits; ++j)
             ((uint16_t*)(o + j * words + c / 64))[(c % 64) / 16] =
                 (uint16_t)_mm512_test_epi32_mask(k, _mm512_set1_epi32(1 << j));
     }
+}
+
+__attribute__((target("avx512f,avx512bw,popcnt")))           // channels first: 16 pixels of one channel a vector
+static void pack_row_avx512(const float* src, int64_t channels, int64_t width, int64_t sc, float lower, float step,
+                            float n, int bits, int64_t words, uint64_t* o) {
+    std::memset(o, 0, sizeof(uint64_t) * width * bits * words);
+    for (int64_t c = 0; c < channels; ++c)
+        for (int64_t w = 0; w < width; w += 16) {
+            const __mmask16 inside = (__mmask16)(width - w >= 16 ? 0xffff : (1u << (width - w)) - 1);
+            const __m512i k = levels_avx512(src + c * sc + w, inside, lower, step, n);
+            for (int j = 0; j < bits; ++j)                      // pixel p's bit j of channel c, for each p set
+                for (unsigned m = _mm512_test_epi32_mask(k, _mm512_set1_epi32(1 << j)); m; m &= m - 1)
+                    o[((w + __builtin_ctz(m)) * bits + j) * words + c / 64] |= 1ULL << (c % 64);
+        }
 }
 #endif
 
@@ -381,6 +538,13 @@ void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t hei
     parallel_rows(batch * height, width, threads, [=](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {                 // r = (image, row)
             const int64_t b = r / height, h = r % height;
+#ifdef DAQ_X86
+            if (isa == 2 && sw == 1 && sc != 1) {
+                pack_row_avx512(x + b * sn + h * sh, channels, width, sc, lower, step, n, bits, words,
+                                out + (b * height + h) * width * bits * words);
+                continue;
+            }
+#endif
             for (int64_t w = 0; w < width; ++w) {
                 uint64_t* o = out + ((b * height + h) * width + w) * bits * words;
                 std::memset(o, 0, sizeof(uint64_t) * bits * words);
