@@ -29,7 +29,7 @@ Run from the repository root (needs the shared folder: ``--shared`` or ``$DAQ_SH
 
     python benchmarks/export.py --threads 1 --json export.json
 """
-import argparse, ctypes, math, os, shutil, statistics, subprocess, sys, tempfile, time, warnings
+import argparse, ctypes, os, shutil, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 
 import torch
@@ -230,8 +230,9 @@ def main(argv=None):
                   f"ONNX {s['onnx_bytes']:>10,} bytes")
         runs = methods(nets, sessions)
         rows = [row for b in args.batches for row in measure(runs, b, images, args)]
-        files = {'fp32': ('fp32', shared_file('authors-fp', args.shared)), 'W1A1': ('integer', tmp / 'W1A1.safetensors'),
-                 'W1A1-packed': ('packed', tmp / 'W1A1.safetensors'), 'W2A2-packed': ('packed', tmp / 'W2A2.safetensors')}
+        files = {'fp32': ('fp32', shared_file('authors-fp', args.shared)),
+                 'W1A1': ('integer', tmp / 'W1A1.safetensors'), 'W1A1-packed': ('packed', tmp / 'W1A1.safetensors'),
+                 'W2A2-packed': ('packed', tmp / 'W2A2.safetensors')}
         memory = peak_memory(files, args.batches)
     for name, m in memory.items():
         print(f"# peak memory {name:12s} " + '  '.join(f"batch {b}: {m[b]:6.1f} MB" for b in args.batches)
