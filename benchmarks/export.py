@@ -105,7 +105,7 @@ def arithmetic_peak() -> dict | None:
     if compiler is None: return None
     with tempfile.TemporaryDirectory() as tmp:
         library = Path(tmp) / 'peak.so'
-        built = subprocess.run([compiler, '-O2', '-shared', '-fPIC', '-o', str(library), str(HERE / 'peak.cpp')],
+        built = subprocess.run([compiler, '-O3', '-shared', '-fPIC', '-o', str(library), str(HERE / 'peak.cpp')],
                                capture_output=True)
         if built.returncode: return None                            # not x86-64, or no AVX-512 support in the compiler
         lib = ctypes.CDLL(str(library))
@@ -141,29 +141,30 @@ def multiply_accumulates(model: nn.Module, example: torch.Tensor) -> dict:
 
 
 MEMORY_PROBE = """
-import resource, sys, torch
+import re, sys, torch
 torch.set_num_threads(1)
 from daq.checkpoints import load_authors_checkpoint
 from daq.export import load
+def status(key): return int(re.search(key + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1))   # KiB
 kind, path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-model = (None if kind == 'none' else load_authors_checkpoint(path, None, None).eval() if kind == 'fp32' else
-         load(path, packed=kind == 'packed'))
-if model is not None:
-    with torch.no_grad(): model(torch.rand(batch, 3, 32, 32))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+x = torch.rand(batch, 3, 32, 32)
+torch.conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 3, 3))    # torch's own first-use set-up, not the network's
+with open('/proc/self/clear_refs', 'w') as f: f.write('5')       # the peak resident set starts again from here
+before = status('VmRSS')
+model = load_authors_checkpoint(path, None, None).eval() if kind == 'fp32' else load(path, packed=kind == 'packed')
+with torch.no_grad(): model(x)
+print((status('VmHWM') - before) / 1024)
 """
 
 
 def peak_memory(files: dict, batches: list) -> dict:
-    "{network: {batch: MB}}: a fresh process's peak resident set above one that only imports torch and daq."
+    "{network: {batch: MB}}: the peak resident set a fresh process adds to load the network and classify a batch."
     def probe(kind, path, batch):
         out = subprocess.run([sys.executable, '-c', MEMORY_PROBE, kind, str(path), str(batch)], capture_output=True,
                              text=True, cwd=HERE.parent, env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
         if out.returncode: sys.exit(f"error: the memory probe of {kind} failed:\n{out.stderr[-2000:]}")
-        return int(out.stdout.split()[-1]) / 1024                       # ru_maxrss: KiB on Linux
-    base = min(probe('none', '-', 1) for _ in range(2))
-    return {name: {b: round(probe(kind, path, b) - base, 1) for b in batches} | {'baseline_mb': round(base, 1)}
-            for name, (kind, path) in files.items()}
+        return round(float(out.stdout.split()[-1]), 1)
+    return {name: {b: probe(kind, path, b) for b in batches} for name, (kind, path) in files.items()}
 
 
 def timer(fn, batch: torch.Tensor, min_time: float) -> float:
@@ -236,7 +237,7 @@ def main(argv=None):
         memory = peak_memory(files, args.batches)
     for name, m in memory.items():
         print(f"# peak memory {name:12s} " + '  '.join(f"batch {b}: {m[b]:6.1f} MB" for b in args.batches)
-              + f"  (above {m['baseline_mb']} MB of torch + daq)")
+              + "  (loading the file and classifying the batch, in a fresh process)")
     peak = arithmetic_peak()
     macs = {name: multiply_accumulates(model, images) for name, (model, _) in nets.items()}
     if peak:

@@ -13,9 +13,11 @@ int64_t daq_peak_binary(int64_t iterations) {            // 8 x 4 x 512 binary M
     for (int i = 0; i < 4; ++i) acc[i] = _mm512_setzero_si512();
     uint64_t a = 0x0123456789abcdefULL;
     for (int64_t it = 0; it < iterations; ++it)
+#pragma GCC unroll 8
         for (int k = 0; k < 8; ++k) {
             __m512i x = _mm512_set1_epi64((long long)(a + k));
             asm volatile("" : "+v"(x));                   // an opaque activation: recomputed every time
+#pragma GCC unroll 4
             for (int i = 0; i < 4; ++i)
                 acc[i] = _mm512_add_epi64(acc[i], _mm512_popcnt_epi64(_mm512_and_si512(w[k * 4 + i], x)));
         }
@@ -28,6 +30,7 @@ double daq_peak_fma(int64_t iterations) {                 // 12 x 16 float32 MAC
     const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-3f);
     for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps((float)i);
     for (int64_t it = 0; it < iterations; ++it)
+#pragma GCC unroll 12
         for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
     __m512 s = acc[0];
     for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
