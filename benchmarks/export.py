@@ -21,9 +21,9 @@ timing it checks that ONNX Runtime gives the PyTorch integer network's predictio
 How far from the hardware: ``peak.cpp`` (compiled here with the machine's C++ compiler) measures this core's binary
 multiply-accumulate rate (AND + VPOPCNTQ on 512-bit words, as the packed kernels do them) and its float32 FMA rate;
 with each network's multiply-accumulates (float ones at the FMA rate; a b_W x b_A-bit layer's as b_W b_A binary
-planes) that gives the time an image takes at peak arithmetic, and each row's fraction of it (``of_peak``). Peak
-memory: the largest resident set of a fresh process that loads the network (from its saved file for the integer
-ones) and classifies a batch, above that of a process that only imports torch and daq.
+planes) that gives the time an image takes at peak arithmetic on ``--threads`` such cores, and each row's fraction
+of it (``of_peak``). Peak memory: how much a fresh process's peak resident set grows while it loads the network (from
+its saved file for the integer ones) and classifies a batch, after torch's own first-use set-up.
 
 Run from the repository root (needs the shared folder: ``--shared`` or ``$DAQ_SHARED``)::
 
@@ -239,13 +239,14 @@ def main(argv=None):
         print(f"# peak memory {name:12s} " + '  '.join(f"batch {b}: {m[b]:6.1f} MB" for b in args.batches)
               + "  (loading the file and classifying the batch, in a fresh process)")
     peak = arithmetic_peak()
-    macs = {name: multiply_accumulates(model, images) for name, (model, _) in nets.items()}
+    macs = {name: multiply_accumulates(model, images) for name, (model, _) in nets.items()
+            if not name.endswith('-packed')}                  # the packed layers' outputs are words: count the reference
     if peak:
         print(f"# this core's peak: {peak['binary_mac_per_s'] / 1e9:,.0f} G binary MAC/s, "
-              f"{peak['fp32_mac_per_s'] / 1e9:,.1f} G float32 MAC/s")
+              f"{peak['fp32_mac_per_s'] / 1e9:,.1f} G float32 MAC/s (times {args.threads} threads below)")
         for row in rows:
-            count = macs[row['network']]
-            at_peak = count['fp32'] / peak['fp32_mac_per_s'] + count['binary'] / peak['binary_mac_per_s']
+            count, cores = macs[row['network'].removesuffix('-packed')], args.threads
+            at_peak = (count['fp32'] / peak['fp32_mac_per_s'] + count['binary'] / peak['binary_mac_per_s']) / cores
             row.update(peak_images_per_s=1 / at_peak, of_peak=row['images_per_s'] * at_peak)
             print(f"batch {row['batch']:4d}  {row['runtime']:12s} {row['network']:12s} "
                   f"{100 * row['of_peak']:5.1f} % of its arithmetic peak ({row['peak_images_per_s']:,.0f} img/s)")

@@ -144,6 +144,7 @@ def test_daq_export_command(trained, tmp_path):
                           str(tmp_path / 'w2a2.onnx'), '--check', '200'], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert 'argmax agreement 100.0 %' in out.stdout and 'ONNX' in out.stdout, out.stdout
+    assert 'images/s, FP32' in out.stdout and 'batch 128' in out.stdout, out.stdout       # the speed next to FP32's
     assert (tmp_path / 'w2a2.onnx').is_file() and load(tmp_path / 'w2a2.safetensors')
     torch.save(model.state_dict(), tmp_path / 'bare.pt')
     out = subprocess.run([*exe, str(tmp_path / 'bare.pt'), str(tmp_path / 'x.safetensors')], capture_output=True,
@@ -171,3 +172,41 @@ def test_onnx_of_every_layer_kind_and_setting(bits, keep_mean, signed, tmp_path)
     other = torch.rand(3, 3, 11, 11)                                   # the file takes another batch and image size
     with torch.no_grad(): torch.testing.assert_close(onnx_logits(tmp_path / 'net.onnx', other), integer(other),
                                                      rtol=1e-5, atol=1e-6)
+
+
+def test_daq_predict_command(tmp_path):
+    "daq-predict runs a saved file on an .npz (with its accuracy) and on a folder of images; errors are one line."
+    import numpy as np
+    from PIL import Image
+    from daq.checkpoints import load_authors_checkpoint
+    from daq.shared import read_image_npz
+    w1a1 = load_authors_checkpoint(shared_file('authors-checkpoints') / 'cifar10_W1A1.pth', 1, 1)
+    save(to_integer(w1a1), tmp_path / 'w1a1.safetensors')
+    images, labels = read_image_npz(shared_file('cifar10-exact-1000'))
+    np.savez(tmp_path / 'some.npz', images=images[:300], labels=labels[:300])
+    (tmp_path / 'pictures' / 'more').mkdir(parents=True)
+    for j in range(4):
+        Image.fromarray(images[j]).save(tmp_path / 'pictures' / ('more' if j % 2 else '.') / f'{j}.png')
+    exe = str(Path(sys.executable).parent / 'daq-predict')
+    out = subprocess.run([exe, str(tmp_path / 'w1a1.safetensors'), str(tmp_path / 'some.npz'), '--batch-size', '64'],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split('\t') for line in out.stdout.splitlines()]
+    assert len(rows) == 300 and rows[0][0] == 'some.npz[0]' and all(0 < float(r[2]) <= 1 for r in rows)
+    with torch.no_grad():
+        want = load(tmp_path / 'w1a1.safetensors')(load_npz_images(tmp_path / 'some.npz')[0]).argmax(1)
+    from daq.data import CIFAR10_CLASSES
+    assert [CIFAR10_CLASSES.index(r[1]) for r in rows] == want.tolist()
+    accuracy = (want == torch.from_numpy(labels[:300])).float().mean().item()
+    assert f'accuracy {100 * accuracy:.1f} %' in out.stderr, out.stderr
+    out = subprocess.run([exe, str(tmp_path / 'w1a1.safetensors'), str(tmp_path / 'pictures')], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert [r.split('\t')[1] for r in out.stdout.splitlines()] == [rows[j][1] for j in (0, 2, 1, 3)]
+    (tmp_path / 'pictures' / 'broken.jpg').write_bytes(b'not an image')
+    for args in ([str(tmp_path / 'pictures')], [str(tmp_path / 'none.npz')],
+                 [str(tmp_path / 'some.npz'), '--batch-size', '0']):
+        out = subprocess.run([exe, str(tmp_path / 'w1a1.safetensors'), *args], capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 1 and out.stderr.startswith('daq-predict: error:'), (args, out.stderr)
+        assert 'Traceback' not in out.stderr
