@@ -240,7 +240,7 @@ def main(argv=None):
               + "  (loading the file and classifying the batch, in a fresh process)")
     peak = arithmetic_peak()
     macs = {name: multiply_accumulates(model, images) for name, (model, _) in nets.items()
-            if not name.endswith('-packed')}                  # the packed layers' outputs are words: count the reference
+            if not name.endswith('-packed')}                  # packed layers output words: count their reference
     if peak:
         print(f"# this core's peak: {peak['binary_mac_per_s'] / 1e9:,.0f} G binary MAC/s, "
               f"{peak['fp32_mac_per_s'] / 1e9:,.1f} G float32 MAC/s (times {args.threads} threads below)")
