@@ -232,7 +232,7 @@ class InputPacker:
         step = (upper.float() - lower.float()) / float(n)             # as daq.export.input_levels computes it
         self.lower, self.step, self.isa = float(lower), float(step), chosen_isa(self.lib, isa)
 
-    def __call__(self, x:torch.Tensor, # float32 input [N, C, H, W], any strides (channels last is the fast case)
+    def __call__(self, x:torch.Tensor, # float32 [N, C, H, W], any strides (vectorized: channels last, or rows)
                  threads:int|None=None) -> torch.Tensor:
         "Packed levels int64 [N, H, W, bits, ⌈C/64⌉] (`pack_words`' layout)."
         if x.dim() != 4: raise ValueError(f"pack_input takes [N, C, H, W], got {tuple(x.shape)}")
@@ -244,7 +244,7 @@ class InputPacker:
                                 self.isa)
         return out
 
-def pack_input(x:torch.Tensor, # float32 input [N, C, H, W], any strides (channels last is the fast case)
+def pack_input(x:torch.Tensor, # float32 [N, C, H, W], any strides (vectorized: channels last, or rows)
                lower:torch.Tensor, upper:torch.Tensor, # the quantizer's clip range (0-d float32 tensors)
                bits:int, *, isa:str|None=None, portable:bool=False, threads:int|None=None) -> torch.Tensor:
     "The input quantizer's levels, packed: `pack_words(input_levels(x, lower, upper, bits), bits)` in one pass."
