@@ -46,6 +46,9 @@ daq_fused = fused_mode                            # the benchmarks' name for it
 def recorded_args(args) -> dict:
     "The script's arguments for its record, with every file or folder named by its last part (no machine paths)."
     def named(v):
+        if isinstance(v, (list, tuple)): return [named(x) for x in v]
+        if isinstance(v, str) and '=' in v and os.sep in v.partition('=')[2]:     # NAME=FILE options
+            return f"{v.partition('=')[0]}={Path(v.partition('=')[2]).name}"
         return Path(v).name if isinstance(v, Path) or (isinstance(v, str) and os.sep in v) else v
     return {k: named(v) for k, v in vars(args).items()}
 

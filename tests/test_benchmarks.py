@@ -132,3 +132,15 @@ def test_exactness_record_script(tmp_path):
     assert row['network'] == 'W2A2, 2 steps from FP' and row['float32']['images'] == 100
     assert row['float64']['agreement'] == 1.0 and row['onnx_vs_integer_agreement'] >= 0.99
     assert 'ONNX vs integer' in stdout
+
+
+def test_records_name_files_in_lists_and_name_file_options(tmp_path):
+    "A repeatable NAME=FILE option (measure.py's --start) is recorded by file name, never by this machine's path."
+    import argparse
+    sys.path.insert(0, str(REPO / 'benchmarks'))
+    from dasr import recorded_args
+    args = argparse.Namespace(start=[f'dasr-15ep={tmp_path}/runs/last.pt'], json=str(tmp_path / 'r.json'),
+                              shared=str(tmp_path), steps=200)
+    recorded = recorded_args(args)
+    assert recorded == dict(start=['dasr-15ep=last.pt'], json='r.json', shared=tmp_path.name, steps=200)
+    assert str(tmp_path) not in json.dumps(recorded)

@@ -36,7 +36,7 @@ from daq.dasr import dasr_grad
 from daq.data import DeviceLoader, cifar10_arrays
 from daq.quant import DAQConv2d, standardize
 from daq.shared import shared_file
-from daq.train import build_model, get_recipe, initialize_from, make_optimizers
+from daq.train import build_model, data_record, get_recipe, initialize_from, make_optimizers
 from dasr import add_record_arguments, machine_info, write_record
 
 
@@ -151,7 +151,7 @@ def main():
             print(f"{name:>12} {label:>7}: loss {r['loss'][0]:.3f} -> {r['loss'][-1]:.3f}, "
                   f"sign flips per epoch (mean over layers) {flips:.3f}")
     record = dict(machine=machine_info(torch.device('cpu')), wall_s=time.perf_counter() - t0,
-                  starts={k: Path(v).name for k, v in starts.items()}, data=Path(data).name, trajectories=out)
+                  starts={k: data_record(v) for k, v in starts.items()}, data=Path(data).name, trajectories=out)
     if args.json: write_record(args, **record)
 
 
