@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'weight_levels', 'weight_offset', 'input_levels', 'IntegerProduct', 'layer_config', 'IntegerLayer',
-           'integer_layer', 'packable', 'ChannelsLastImages', 'use_packed', 'to_integer', 'compare', 'pack_levels',
-           'unpack_levels', 'save', 'load', 'export_onnx', 'onnx_logits', 'FrozenLayer', 'frozen',
+           'integer_layer', 'packable', 'ChannelsLastImages', 'PackedSegment', 'use_packed', 'to_integer', 'compare',
+           'pack_levels', 'unpack_levels', 'save', 'load', 'export_onnx', 'onnx_logits', 'FrozenLayer', 'frozen',
            'model_from_checkpoint', 'images_per_second', 'export_cli', 'predict', 'image_batches', 'predict_cli',
            'integer_summary', 'format_integer_summary']
 
@@ -22,7 +22,7 @@ from .quant import (QuantizedLayer, quantize_act, quantize_weight, quantize_weig
 from .models import CifarResNet, resnet20
 from .data import CIFAR10_CLASSES, normalize
 from .shared import read_image_npz
-from .packed import PackedConv, native_library, pack_words, unpack_words
+from .packed import PackedConv, PackedProgram, native_library, pack_words, unpack_words
 
 # %% ../nbs/07_export.ipynb #7ff16c69
 def weight_levels(layer:QuantizedLayer # a DAQ layer with quantized weights
@@ -445,6 +445,128 @@ def _set_channels_last(gm:fx.GraphModule, on:bool):
         node.replace_all_uses_with(images, delete_user_cb=lambda user: user is not images)
     gm.graph.lint(); gm.recompile()
 
+# %% ../nbs/07_export.ipynb #310d1ea9
+def _shortcut_step(node:fx.Node) -> tuple|None:
+    "(stride, zero channels before, after) where `node` is a piece of ResNet's shortcut (`x[:, :, ::s, ::s]`, a pad)."
+    if node.op != 'call_function': return None
+    if node.target is operator.getitem and len(node.args) == 2 and isinstance(node.args[1], tuple):
+        index = node.args[1]
+        if (len(index) == 4 and all(isinstance(s, slice) for s in index) and index[:2] == (slice(None),) * 2
+                and index[2] == index[3] and index[2].start is None and index[2].stop is None
+                and (index[2].step or 1) >= 1): return index[2].step or 1, 0, 0
+    if node.target is F.pad and len(node.args) == 2 and set(node.kwargs) <= {'mode', 'value'}:
+        pad = node.args[1]
+        if (node.kwargs.get('mode', 'constant') == 'constant' and node.kwargs.get('value') in (None, 0)
+                and isinstance(pad, (tuple, list)) and len(pad) == 6 and tuple(pad[:4]) == (0,) * 4
+                and all(isinstance(p, int) and p >= 0 for p in pad[4:])): return 1, pad[4], pad[5]
+    return None
+
+def _program_node(gm:fx.GraphModule, node:fx.Node) -> tuple|None:
+    "('conv', its IntegerLayer) or ('shortcut', (stride, before, after)) where a program covers `node`, else None."
+    layer = _module(gm, node)
+    if isinstance(layer, IntegerLayer):
+        ok = (layer.packed is not None and layer.config['kind'] == 'conv2d' and len(node.args) in (1, 2)
+              and not node.kwargs)
+        return ('conv', layer) if ok else None
+    shortcut = _shortcut_step(node)
+    return None if shortcut is None else ('shortcut', shortcut)
+
+# %% ../nbs/07_export.ipynb #14ad0b64
+def _extends(run:dict, node:fx.Node, what:tuple) -> bool:
+    "Add `node` to the run when it reads the run's source or its values, each of the kind (float, levels) it takes."
+    kind, layer = what
+    wants = [(node.args[0], kind == 'shortcut' or not layer.config['takes_levels'])]
+    if kind == 'conv' and len(node.args) == 2: wants.append((node.args[1], True))          # the fused residual
+    source = run['source']
+    for value, is_float in wants:
+        if not isinstance(value, fx.Node): return False
+        if value in run['kinds']: ok = run['kinds'][value] == is_float
+        else: ok, source = is_float and source in (None, value), value if source is None else source
+        if not ok: return False
+    run['source'] = source
+    run['kinds'][node] = kind == 'shortcut' or layer.config['emits'] is None
+    run['nodes'].append((node, what))
+    return True
+
+def _segment_runs(gm:fx.GraphModule) -> list:
+    "Runs of consecutive nodes one program covers: one float value in, and only the last value used outside."
+    runs, run = [], None
+    for node in gm.graph.nodes:
+        what = _program_node(gm, node)
+        if run is not None and (what is None or not _extends(run, node, what)): runs.append(run); run = None
+        if run is None and what is not None:
+            run = dict(nodes=[], kinds={}, source=None)
+            if not _extends(run, node, what): run = None
+    kept = []
+    for run in runs + ([run] if run else []):
+        inside = {n for n, _ in run['nodes']}
+        ends = [i for i, (n, _) in enumerate(run['nodes']) if not set(n.users) <= inside]
+        run['nodes'] = run['nodes'][:ends[0] + 1] if ends else run['nodes']        # the first value used outside
+        if any(kind == 'conv' for _, (kind, _) in run['nodes']): kept.append(run)
+    return kept
+
+# %% ../nbs/07_export.ipynb #fbc9b2c2
+class PackedSegment(nn.Module):
+    "Consecutive packed layers (and ResNet shortcuts) as one `PackedProgram` call; layer by layer where it cannot run."
+    def __init__(self, program:PackedProgram, # the run's steps
+                 by_layers:fx.GraphModule, # the run's nodes, as they were in the graph
+                 kernels:list # (IntegerLayer, its PackedConv) the program was built with
+                ):
+        super().__init__()
+        self.__dict__.update(program=program, by_layers=by_layers, kernels=kernels)   # not submodules: the graph's
+
+    def runs_program(self, x) -> bool:
+        "Whether `x` goes through the program (else through the nodes, layer by layer)."
+        return not (isinstance(x, fx.Proxy) or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+                    or not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.float32
+                    or x.device.type != 'cpu'
+                    or any(m.packed is not k or m.levels_seen is not None for m, k in self.kernels))
+
+    def forward(self, x): return self.program(x) if self.runs_program(x) else self.by_layers(x)
+
+    def extra_repr(self): return f"{len(self.kernels)} packed layers, {self.program!r}"
+
+def _program_for(run:dict) -> PackedProgram:
+    "The run's nodes as program steps: value 0 is the run's source, each node (and each packing) a new value."
+    ids, steps = {run['source']: 0}, []
+    for node, (kind, what) in run['nodes']:
+        src = ids[node.args[0]]
+        if kind == 'shortcut': steps.append(('shortcut', src, len(ids), *what))
+        else:
+            if not what.config['takes_levels']:
+                steps.append(('pack', src, len(ids), what.packed.input_packer)); src = ids[('packed', node)] = len(ids)
+            residual = ids[node.args[1]] if len(node.args) == 2 else None
+            steps.append(('conv', src, len(ids), residual, what.packed))
+        ids[node] = len(ids)
+    return PackedProgram(steps, output=ids[run['nodes'][-1][0]])
+
+# %% ../nbs/07_export.ipynb #e669a14a
+def _make_segments(gm:fx.GraphModule):
+    "Replace each run of `_segment_runs` by one `PackedSegment` node."
+    for k, run in enumerate(_segment_runs(gm)):
+        nodes, graph = [n for n, _ in run['nodes']], fx.Graph()
+        env = {run['source']: graph.placeholder('x')}
+        for n in nodes: env[n] = graph.node_copy(n, lambda a: env[a])
+        graph.output(env[nodes[-1]])
+        kernels = [(what, what.packed) for _, (kind, what) in run['nodes'] if kind == 'conv']
+        gm.add_submodule(f'packed_segment_{k}', PackedSegment(_program_for(run), fx.GraphModule(gm, graph), kernels))
+        with gm.graph.inserting_after(nodes[-1]): call = gm.graph.call_module(f'packed_segment_{k}', (run['source'],))
+        nodes[-1].replace_all_uses_with(call)
+        for n in reversed(nodes): gm.graph.erase_node(n)
+    gm.graph.lint(); gm.recompile()
+
+def _inline_segments(gm:fx.GraphModule):
+    "Put each `PackedSegment`'s nodes back into the graph in its place."
+    for node in [n for n in gm.graph.nodes if isinstance(_module(gm, n), PackedSegment)]:
+        env = {}
+        with gm.graph.inserting_before(node):
+            for n in _module(gm, node).by_layers.graph.nodes:
+                if n.op == 'placeholder': env[n] = node.args[0]
+                elif n.op == 'output': node.replace_all_uses_with(env[n.args[0]])
+                else: env[n] = gm.graph.node_copy(n, lambda a: env[a])
+        gm.graph.erase_node(node); gm.delete_submodule(node.target)
+    gm.graph.lint(); gm.recompile()
+
 # %% ../nbs/07_export.ipynb #86cd7cbf
 def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
                on:bool=True, # False: every layer back on the integer reference path
@@ -452,6 +574,7 @@ def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
                portable:bool=False # the plain C++ build
               ) -> list:
     "Run the integer layers the packed kernels cover by them (on the CPU); the names of the layers packed."
+    if isinstance(integer, fx.GraphModule): _inline_segments(integer)
     layers = {name: m for name, m in integer.named_modules() if isinstance(m, IntegerLayer)}
     chosen = {name for name, m in layers.items() if on and packable(m.config) and m.weight_levels.device.type == 'cpu'}
     if chosen and native_library(portable=portable) is None: chosen = set()
@@ -463,6 +586,7 @@ def use_packed(integer:nn.Module, # an integer network (`to_integer`, `load`)
     if isinstance(integer, fx.GraphModule):
         if chosen: _fuse_residuals(integer)
         _set_channels_last(integer, bool(chosen))
+        if chosen: _make_segments(integer)
     return [name for name in layers if name in chosen]
 
 # %% ../nbs/07_export.ipynb #8de2d8b4

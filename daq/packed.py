@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['ISAS', 'native_source', 'build_library', 'ConvArgs', 'native_library', 'available_isas', 'chosen_isa', 'pack_words',
-           'unpack_words', 'PackedConv', 'InputPacker', 'pack_input']
+           'unpack_words', 'PackedConv', 'InputPacker', 'pack_input', 'ProgramStep', 'PackedProgram']
 
 # %% ../nbs/06_packed.ipynb #27edcadb
-import ctypes, functools, hashlib, importlib.util, os, shutil, subprocess, tempfile, warnings
+import ctypes, functools, hashlib, importlib.util, math, os, shutil, subprocess, tempfile, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ class ConvArgs(ctypes.Structure):
         ('dilation_w', 'int32'), ('out_h', 'int64'), ('out_w', 'int64'), ('scale', 'void_p'), ('bias', 'void_p'),
         ('thresholds', 'void_p'), ('sign', 'void_p'), ('out_bits', 'int32'), ('out', 'void_p'), ('isa', 'int32'),
         ('threads', 'int32'), ('residual', 'void_p'))] + [
-        ('residual_stride', ctypes.c_int64 * 4), ('cin', ctypes.c_int32)]
+        ('residual_stride', ctypes.c_int64 * 4), ('cin', ctypes.c_int32), ('compact', ctypes.c_void_p)]
 
 ISAS = ('portable', 'avx2', 'avx512')    # the kernels' dispatch levels, numbered as in the C++ source
 
@@ -72,6 +72,9 @@ def _load(portable:bool) -> ctypes.CDLL:
     pointer, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
     lib.daq_pack_input.argtypes = [pointer, i64, i64, i64, i64, pointer, f32, f32, i32, pointer, i32, i32]
     lib.daq_pack_input.restype = None
+    lib.daq_compact_words.argtypes, lib.daq_compact_words.restype = [ctypes.POINTER(ConvArgs)], i64
+    lib.daq_compact_weights.argtypes, lib.daq_compact_weights.restype = [ctypes.POINTER(ConvArgs), pointer], None
+    lib.daq_run_program.argtypes, lib.daq_run_program.restype = [pointer, i32, pointer, i32], None
     if lib.daq_packed_abi() != ctypes.sizeof(ConvArgs):
         raise RuntimeError(f"the compiled ConvArgs has {lib.daq_packed_abi()} bytes, ctypes' {ctypes.sizeof(ConvArgs)}")
     return lib
@@ -152,6 +155,9 @@ class PackedConv:
         for name, value in zip(('stride_h', 'stride_w', 'pad_h', 'pad_w', 'dilation_h', 'dilation_w'), self.geometry):
             setattr(self.args, name, value)
         self._set_epilogue(scale, bias, thresholds, sign)
+        self.compact = torch.zeros(self.lib.daq_compact_words(ctypes.byref(self.args)), dtype=torch.int64)
+        self.lib.daq_compact_weights(ctypes.byref(self.args), self.compact.data_ptr())   # short channels: laid out once
+        self.args.compact = self.compact.data_ptr() if len(self.compact) else None
         self.input_packer = (None if input_range is None else
                              InputPacker(*input_range, abits, isa=isa, portable=portable))
 
@@ -231,6 +237,9 @@ class InputPacker:
         if self.lib is None: raise RuntimeError("the packed kernels are unavailable (see the warning above)")
         step = (upper.float() - lower.float()) / float(n)             # as daq.export.input_levels computes it
         self.lower, self.step, self.isa = float(lower), float(step), chosen_isa(self.lib, isa)
+        self._source = (lower, upper, bits, dict(isa=isa, portable=portable))
+
+    def __reduce__(self): return _rebuild_input_packer, self._source       # copies and pickles rebuild it
 
     def __call__(self, x:torch.Tensor, # float32 [N, C, H, W], any strides (vectorized: channels last, or rows)
                  threads:int|None=None) -> torch.Tensor:
@@ -244,8 +253,127 @@ class InputPacker:
                                 self.isa)
         return out
 
+def _rebuild_input_packer(lower, upper, bits, kwargs): return InputPacker(lower, upper, bits, **kwargs)
+
 def pack_input(x:torch.Tensor, # float32 [N, C, H, W], any strides (vectorized: channels last, or rows)
                lower:torch.Tensor, upper:torch.Tensor, # the quantizer's clip range (0-d float32 tensors)
                bits:int, *, isa:str|None=None, portable:bool=False, threads:int|None=None) -> torch.Tensor:
     "The input quantizer's levels, packed: `pack_words(input_levels(x, lower, upper, bits), bits)` in one pass."
     return InputPacker(lower, upper, bits, isa=isa, portable=portable)(x, threads)
+
+# %% ../nbs/06_packed.ipynb #2c5cbb37
+class ProgramStep(ctypes.Structure):
+    "The C++ `Step` of a program: what one step does, on which values (field for field, in order)."
+    _fields_ = [(name, getattr(ctypes, 'c_' + kind)) for name, kind in (
+        ('kind', 'int32'), ('src', 'int32'), ('dst', 'int32'), ('residual', 'int32'), ('conv', 'void_p'),
+        ('batch', 'int64'), ('height', 'int64'), ('width', 'int64'), ('channels', 'int64'), ('lower', 'float'),
+        ('step', 'float'), ('bits', 'int32'), ('isa', 'int32'), ('stride', 'int32'), ('before', 'int32'),
+        ('after', 'int32'))]
+
+class PackedProgram:
+    "Packing, packed convolutions and shortcuts run in one C++ call; buffers laid out once per input shape."
+    def __init__(self, steps:list, # ('pack', src, dst, InputPacker), ('conv', src, dst, residual|None, PackedConv),
+                                   # or ('shortcut', src, dst, stride, zero channels before, after); value 0: the input
+                 output:int # the value returned
+                ):
+        kinds = {'pack': 4, 'conv': 5, 'shortcut': 6}
+        for s in steps:
+            if s[0] not in kinds or len(s) != kinds[s[0]]: raise ValueError(f"not a program step: {s!r}")
+        made = [s[2] for s in steps]
+        if len(set(made)) != len(made) or 0 in made or output not in made:
+            raise ValueError("each step must make a new value (not 0, the input), and the output must be made")
+        for i, s in enumerate(steps):
+            if not all(v in (0, *made[:i]) for v in (s[1], s[3] if s[0] == 'conv' else 0) if v is not None):
+                raise ValueError(f"step {i} ({s[0]}) reads a value no earlier step makes")
+        self.steps, self.output, self._plan_for = list(steps), output, None
+        libs = {id(s[-1].lib): s[-1].lib for s in steps if s[0] != 'shortcut'}
+        if len(libs) != 1: raise ValueError("a program needs at least one packed step, all from one library")
+        self.lib = next(iter(libs.values()))
+        if self.lib.daq_program_abi() != ctypes.sizeof(ProgramStep):
+            raise RuntimeError(f"the compiled Step has {self.lib.daq_program_abi()} bytes, "
+                               f"ctypes' {ctypes.sizeof(ProgramStep)}")
+
+    def __call__(self, x, *, threads=None): return self.run(x, threads=threads)     # see `run` below
+    def __repr__(self): return f"PackedProgram({len(self.steps)} steps: {', '.join(s[0] for s in self.steps)})"
+    def __getstate__(self): return dict(steps=self.steps, output=self.output)        # the plan is rebuilt
+    def __setstate__(self, state): self.__init__(state['steps'], state['output'])
+
+# %% ../nbs/06_packed.ipynb #8bdea254
+def _value_shape(step:tuple, shapes:dict) -> tuple:
+    "(shape, is_float) of the value a step makes from its inputs' shapes ([N, C, H, W] for floats, words' for levels)."
+    kind, (src, is_float) = step[0], shapes[step[1]]
+    if kind in ('pack', 'shortcut') and not is_float: raise ValueError(f"a {kind} step takes a float value")
+    if kind == 'pack': return (src[0], src[2], src[3], step[3].bits, -(-src[1] // 64)), False
+    if kind == 'shortcut':
+        s, before, after = step[3:]
+        return (src[0], src[1] + before + after, -(-src[2] // s), -(-src[3] // s)), True
+    conv = step[4]
+    if is_float or src[3:] != (conv.abits, conv.args.words):
+        raise ValueError(f"{conv!r} takes packed levels [N, H, W, {conv.abits}, {conv.args.words}], got {src}")
+    oh, ow = conv.output_size(*src[1:3])
+    if conv.args.out_bits: return (src[0], oh, ow, conv.args.out_bits, -(-conv.cout // 64)), False
+    shape = (src[0], conv.cout, oh, ow)
+    if step[3] is not None and shapes[step[3]] != (shape, True):
+        raise ValueError(f"{conv!r}'s residual must be float {shape}, got {shapes[step[3]]}")
+    return shape, True
+
+def _nhwc(shape:tuple) -> tuple: return (shape[0], shape[2], shape[3], shape[1])
+
+def _conv_args(conv, src:tuple, dst:tuple) -> ConvArgs:
+    "A copy of the layer's arguments with the sizes of this plan (the pointers are set at each run)."
+    a = ConvArgs.from_buffer_copy(conv.args)
+    a.batch, a.height, a.width = src[:3]
+    a.out_h, a.out_w = (dst[1:3] if a.out_bits else dst[2:4])
+    if not a.out_bits: a.residual_stride[:] = (dst[2] * dst[3] * dst[1], 1, dst[3] * dst[1], dst[1])   # NHWC
+    return a
+
+# %% ../nbs/06_packed.ipynb #6124e969
+@patch_to(PackedProgram)
+def _plan(self, shape:tuple) -> dict:
+    "Every value's shape, one buffer per value (a buffer reused once its value is dead), and the C++ steps."
+    if self._plan_for is not None and self._plan_for['shape'] == shape: return self._plan_for
+    shapes, last_use = {0: (shape, True)}, {}
+    for i, s in enumerate(self.steps):
+        shapes[s[2]] = _value_shape(s, shapes)
+        for v in (s[1], s[3] if s[0] == 'conv' else None): last_use[v] = i
+    free, buffers, keep = [], {}, []
+    for i, s in enumerate(self.steps):
+        (dims, is_float), v = shapes[s[2]], s[2]
+        need = math.prod(dims) * (4 if is_float else 8)
+        fits = [k for k, b in enumerate(free) if b.numel() >= need]
+        if v != self.output:                                   # the smallest free buffer that fits, else a new one
+            best = min(fits, key=lambda k: free[k].numel()) if fits else None
+            buffers[v] = free.pop(best) if fits else torch.empty(need, dtype=torch.uint8)
+        free += [buffers[u] for u in (s[1], s[3] if s[0] == 'conv' else None)
+                 if u in buffers and last_use.get(u) == i and u != v]
+    steps = (ProgramStep * len(self.steps))()
+    for c, s in zip(steps, self.steps):
+        (src, _), (dst, _) = shapes[s[1]], shapes[s[2]]
+        c.kind, c.src, c.dst, c.residual = ('pack', 'conv', 'shortcut').index(s[0]), s[1], s[2], -1
+        if s[0] == 'conv':
+            keep.append(_conv_args(s[4], src, dst)); c.conv = ctypes.addressof(keep[-1])
+            c.residual = -1 if s[3] is None else s[3]
+        else: c.batch, c.channels, c.height, c.width = src
+        if s[0] == 'pack': c.lower, c.step, c.bits, c.isa = s[3].lower, s[3].step, s[3].bits, s[3].isa
+        if s[0] == 'shortcut': c.stride, c.before, c.after = s[3:]
+    pointers = (ctypes.c_void_p * (max(shapes) + 1))()
+    for v, b in buffers.items(): pointers[v] = b.data_ptr()
+    self._plan_for = dict(shape=shape, shapes=shapes, steps=steps, pointers=pointers, buffers=buffers, keep=keep)
+    return self._plan_for
+
+# %% ../nbs/06_packed.ipynb #44a96149
+@patch_to(PackedProgram)
+def run(self, x:torch.Tensor, # float32 [N, C, H, W], any layout (copied to channels last if it is not)
+             *, threads:int|None=None # kernel threads (default: torch's)
+            ) -> torch.Tensor:
+    "The output value: float32 [N, C, H, W] (channels last), or packed levels [N, H, W, planes, words]."
+    if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != 'cpu':
+        raise ValueError(f"a PackedProgram takes a float32 [N, C, H, W] CPU tensor, got {x.dtype} {tuple(x.shape)}"
+                         f" on {x.device}")
+    x = x.contiguous(memory_format=torch.channels_last)
+    plan = self._plan(tuple(x.shape))
+    dims, is_float = plan['shapes'][self.output]
+    out = torch.empty(_nhwc(dims)).permute(0, 3, 1, 2) if is_float else torch.empty(dims, dtype=torch.int64)
+    plan['pointers'][0], plan['pointers'][self.output] = x.data_ptr(), out.data_ptr()
+    self.lib.daq_run_program(plan['steps'], len(plan['steps']), plan['pointers'], threads or torch.get_num_threads())
+    return out

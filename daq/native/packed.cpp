@@ -28,6 +28,7 @@ struct ConvArgs {
     void* out; int32_t isa, threads;                // isa: 0 portable, 1 AVX2, 2 AVX-512 (VPOPCNTDQ)
     const float* residual; int64_t residual_stride[4];  // float epilogue, optional: relu(P scale + bias + residual)
     int32_t cin;                                    // input channels (the bits used in each pixel's words)
+    const uint64_t* compact;                        // the short-channel weights, prepared once (or null: per call)
 };
 
 struct Window {                                     // one output pixel's valid taps (zero padding adds nothing)
@@ -167,15 +168,20 @@ static inline __attribute__((always_inline)) void epilogue_avx512(const ConvArgs
         _mm256_mask_storeu_ps((float*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.cout + co, inside, y);
         return;
     }
-    uint64_t* packed = (uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words;
-    __m512i q = _mm512_mullo_epi64(p, _mm512_loadu_si512(a.sign + co)), k = _mm512_setzero_si512();
+    uint8_t* packed = (uint8_t*)((uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words
+                                 + co / 64) + (co % 64) / 8;
+    const __m512i q = _mm512_mullo_epi64(p, _mm512_loadu_si512(a.sign + co));
+    if (a.out_bits == 1) {                              // one level: the comparison's mask is the output byte
+        *packed = (uint8_t)_mm512_cmpge_epi64_mask(q, _mm512_loadu_si512(a.thresholds + co));
+        return;
+    }
+    __m512i k = _mm512_setzero_si512();
     const int levels = (1 << a.out_bits) - 1;
     for (int j = 0; j < levels; ++j)
         k = _mm512_mask_add_epi64(k, _mm512_cmpge_epi64_mask(q, _mm512_loadu_si512(a.thresholds + j * cp + co)),
                                   k, _mm512_set1_epi64(1));
     for (int b = 0; b < a.out_bits; ++b)                // padded channels never reach a level: their bits stay 0
-        ((uint8_t*)(packed + b * out_words + co / 64))[(co % 64) / 8] =
-            (uint8_t)_mm512_test_epi64_mask(k, _mm512_set1_epi64(1LL << b));
+        packed[b * out_words * 8] = (uint8_t)_mm512_test_epi64_mask(k, _mm512_set1_epi64(1LL << b));
 }
 
 // taps[p * count + t]: pixel p's tap t; index[t]: the tap's place in the kernel (the same for all B pixels)
@@ -216,7 +222,8 @@ static inline __attribute__((always_inline)) void pixels_avx512(const ConvArgs& 
 // One row: border pixels one at a time, interior ones (every tap inside the image) four at a time.
 template <int WP, int AP, int WD, int KT>
 __attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,popcnt")))
-static void rows_avx512(const ConvArgs& a, int64_t first, int64_t last, Window& win, int64_t*) {
+static void rows_avx512(const ConvArgs& args, int64_t first, int64_t last, Window& win, int64_t*) {
+    const ConvArgs a = args;            // a local copy: the byte stores of the output cannot alias it (reloads)
     constexpr int B = 4;
     const int count = a.kernel_h * a.kernel_w, words = WD ? WD : a.words;
     const int64_t pixel_words = (int64_t)AP * words;
@@ -263,8 +270,8 @@ static void rows_avx512(const ConvArgs& a, int64_t first, int64_t last, Window& 
 // kernel row kh at output column ow is the bit string starting at byte ow s_w pitch: an unaligned 64-bit load per
 // word, the padding already in place (no border cases). The weights are laid out the same way: tap kw at bit
 // 8 kw pitch.
-#ifdef DAQ_X86
 struct Compact { int pitch, row_words; int64_t padded_h, padded_w, row_bytes; uint64_t last_mask; };
+#ifdef DAQ_X86
 
 static bool compact_layout(const ConvArgs& a, Compact& c) {     // used where it needs fewer words than taps
     if (a.words != 1 || a.dilation_w != 1 || a.kernel_w < 2 || a.kernel_h > 8) return false;
@@ -278,6 +285,10 @@ static bool compact_layout(const ConvArgs& a, Compact& c) {     // used where it
     return true;
 }
 
+template <int P> static inline void copy_pixels(uint8_t* to, const uint64_t* from, int64_t width, int planes) {
+    for (int64_t iw = 0; iw < width; ++iw) std::memcpy(to + iw * P, from + iw * planes, P);
+}
+
 static void compact_copy(const ConvArgs& a, const Compact& c, uint8_t* buffer, int64_t first, int64_t last) {
     for (int64_t r = first; r < last; ++r) {                        // r = (image, padded row)
         const int64_t n = r / c.padded_h, ih = r % c.padded_h - a.pad_h;
@@ -285,9 +296,18 @@ static void compact_copy(const ConvArgs& a, const Compact& c, uint8_t* buffer, i
         std::memset(row, 0, a.act_planes * c.row_bytes);
         if (ih < 0 || ih >= a.height) continue;
         const uint64_t* x = a.act + (n * a.height + ih) * a.width * a.act_planes;
-        for (int j = 0; j < a.act_planes; ++j)                      // little-endian: byte b holds channels 8b..8b+7
-            for (int64_t iw = 0; iw < a.width; ++iw)
-                std::memcpy(row + j * c.row_bytes + (iw + a.pad_w) * c.pitch, x + iw * a.act_planes + j, c.pitch);
+        for (int j = 0; j < a.act_planes; ++j) {                    // little-endian: byte b holds channels 8b..8b+7
+            uint8_t* to = row + j * c.row_bytes + a.pad_w * c.pitch;
+            const uint64_t* from = x + j;
+            switch (c.pitch) {                                      // fixed sizes: inlined moves, not memcpy calls
+                case 1: for (int64_t iw = 0; iw < a.width; ++iw) to[iw] = (uint8_t)from[iw * a.act_planes]; break;
+                case 2: copy_pixels<2>(to, from, a.width, a.act_planes); break;
+                case 4: copy_pixels<4>(to, from, a.width, a.act_planes); break;
+                default:
+                    for (int64_t iw = 0; iw < a.width; ++iw)
+                        std::memcpy(to + iw * c.pitch, from + iw * a.act_planes, c.pitch);
+            }
+        }
     }
 }
 
@@ -353,8 +373,9 @@ typedef void (*CompactRows)(const ConvArgs&, const Compact&, const uint64_t*, co
 
 template <int WP, int AP, int RW>
 __attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq,popcnt")))
-static void compact_rows_avx512(const ConvArgs& a, const Compact& c, const uint64_t* w, const uint8_t* buffer,
+static void compact_rows_avx512(const ConvArgs& args, const Compact& c, const uint64_t* w, const uint8_t* buffer,
                                 int64_t first, int64_t last) {
+    const ConvArgs a = args;            // a local copy: the byte stores of the output cannot alias it (reloads)
     constexpr int B = 4;
     const uint8_t* rows[8];
     for (int64_t r = first; r < last; ++r) {
@@ -377,6 +398,14 @@ template <int WP> static CompactRows compact_rows_for(const ConvArgs& a, const C
          : ap == 3 ? compact_rows_shaped<WP, 3>(c) : compact_rows_shaped<WP, 4>(c);
 }
 #endif
+
+static bool takes_compact(const ConvArgs& a, Compact& c) {     // the compact path's condition
+#if defined(DAQ_X86) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return a.isa == 2 && a.weight_planes <= 4 && a.act_planes <= 4 && compact_layout(a, c);
+#else
+    (void)a; (void)c; return false;
+#endif
+}
 
 // --- section: rows
 // rows = (image, output row) pairs, one dispatch level's loop each (written out per level: the target attribute
@@ -466,19 +495,40 @@ void daq_packed_conv(const ConvArgs* a) {
 #if defined(DAQ_X86) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     Compact c;
     const int wp = a->weight_planes;
-    if (a->isa == 2 && wp <= 4 && a->act_planes <= 4 && compact_layout(*a, c)) {
-        const std::vector<uint64_t> w = compact_weights(*a, c);
+    if (takes_compact(*a, c)) {
+        std::vector<uint64_t> own;
+        if (!a->compact) own = compact_weights(*a, c);
+        const uint64_t* w = a->compact ? a->compact : own.data();
         std::unique_ptr<uint8_t[]> buffer(new uint8_t[a->batch * c.padded_h * a->act_planes * c.row_bytes]);
         parallel_rows(a->batch * c.padded_h, a->width, a->threads,
                       [&](int64_t lo, int64_t hi) { compact_copy(*a, c, buffer.get(), lo, hi); });
         const CompactRows rows = wp == 1 ? compact_rows_for<1>(*a, c) : wp == 2 ? compact_rows_for<2>(*a, c)
                                : wp == 3 ? compact_rows_for<3>(*a, c) : compact_rows_for<4>(*a, c);
         parallel_rows(a->batch * a->out_h, a->out_w, a->threads,
-                      [&](int64_t lo, int64_t hi) { rows(*a, c, w.data(), buffer.get(), lo, hi); });
+                      [&](int64_t lo, int64_t hi) { rows(*a, c, w, buffer.get(), lo, hi); });
         return;
     }
 #endif
     parallel_rows(a->batch * a->out_h, a->out_w, a->threads, [a](int64_t lo, int64_t hi) { conv_rows(a, lo, hi); });
+}
+
+// The short-channel weights of a layer, once: their word count (0: the layer does not take the compact path), and
+// the words themselves (a call then reads them from ConvArgs::compact instead of laying them out again).
+int64_t daq_compact_words(const ConvArgs* a) {
+    Compact c;
+    if (!takes_compact(*a, c)) return 0;
+    return (int64_t)a->kernel_h * a->weight_planes * c.row_words * a->cout_padded;
+}
+
+void daq_compact_weights(const ConvArgs* a, uint64_t* out) {
+    Compact c;
+    if (!takes_compact(*a, c)) return;
+#ifdef DAQ_X86
+    const std::vector<uint64_t> w = compact_weights(*a, c);
+    std::memcpy(out, w.data(), sizeof(uint64_t) * w.size());
+#else
+    (void)out;
+#endif
 }
 
 // Float [N, C, H, W] (any strides) -> packed levels: k = round_half_down(clamp((x - lower) / step, 0, n)), with the
@@ -488,6 +538,32 @@ static inline int level_of(float x, float lower, float step, float n) {
     t = t < 0.0f ? 0.0f : (t > n ? n : t);
     float f = __builtin_floorf(t);
     return t == t ? (int)f + (t - f > 0.5f) : 0;                          // NaN: level 0
+}
+
+// level_of does not decrease as x grows (each of its operations is monotone), so level >= j exactly where x >= e_j
+// for the smallest float e_j with level_of(e_j) >= j: found by bisection over the floats in order, the levels then
+// by comparisons alone (no division). None for a step that is not a positive finite number.
+static inline uint32_t float_order(float x) {
+    uint32_t u; std::memcpy(&u, &x, 4); return u >> 31 ? ~u : u | 0x80000000u;
+}
+static inline float ordered_float(uint32_t k) {
+    const uint32_t u = k >> 31 ? k & 0x7fffffffu : ~k;
+    float x; std::memcpy(&x, &u, 4); return x;
+}
+
+static bool level_edges(float lower, float step, float n, int levels, float* edges) {
+    if (!(step > 0.0f && step <= 3.4e38f && lower == lower && lower - lower == 0.0f)) return false;
+    const uint32_t first = float_order(-__builtin_inff()), last = float_order(__builtin_inff());
+    for (int j = 1; j <= levels; ++j) {
+        uint32_t lo = first, hi = last;                      // level_of(ordered_float(hi)) >= j throughout
+        if (level_of(ordered_float(hi), lower, step, n) < j) return false;
+        while (lo < hi) {
+            const uint32_t mid = lo + (hi - lo) / 2;
+            if (level_of(ordered_float(mid), lower, step, n) >= j) hi = mid; else lo = mid + 1;
+        }
+        edges[j - 1] = ordered_float(lo);
+    }
+    return true;
 }
 
 #ifdef DAQ_X86
@@ -515,6 +591,34 @@ static void pack_pixel_avx512(const float* src, int64_t channels, float lower, f
     }
 }
 
+__attribute__((target("avx512f,avx512bw")))                  // channels last, a row of pixels: words built in registers
+static void pack_pixels_avx512(const float* src, int64_t pixels, int64_t channels, float lower, float step, float n,
+                               int bits, const float* edges, uint64_t* o) {   // one word a plane (C <= 64), bits <= 4
+    const int levels = (1 << bits) - 1;
+    for (int64_t p = 0; p < pixels; ++p, src += channels, o += bits) {
+        uint64_t word[4] = {0, 0, 0, 0};
+        for (int64_t c = 0; c < channels; c += 16) {
+            const __mmask16 inside = (__mmask16)(channels - c >= 16 ? 0xffff : (1u << (channels - c)) - 1);
+            if (edges && bits == 1) {                         // one comparison: its mask is the plane
+                word[0] |= (uint64_t)_mm512_mask_cmp_ps_mask(inside, _mm512_maskz_loadu_ps(inside, src + c),
+                                                             _mm512_set1_ps(edges[0]), _CMP_GE_OQ) << c;
+                continue;
+            }
+            __m512i k;
+            if (edges) {                                      // k = #{j : x >= edge_j}, NaN nowhere: level 0
+                const __m512 x = _mm512_maskz_loadu_ps(inside, src + c);
+                k = _mm512_setzero_si512();
+                for (int j = 0; j < levels; ++j)
+                    k = _mm512_mask_add_epi32(k, _mm512_mask_cmp_ps_mask(inside, x, _mm512_set1_ps(edges[j]),
+                                                                         _CMP_GE_OQ), k, _mm512_set1_epi32(1));
+            } else k = levels_avx512(src + c, inside, lower, step, n);
+            for (int j = 0; j < bits; ++j)
+                word[j] |= (uint64_t)_mm512_test_epi32_mask(k, _mm512_set1_epi32(1 << j)) << c;
+        }
+        for (int j = 0; j < bits; ++j) o[j] = word[j];
+    }
+}
+
 __attribute__((target("avx512f,avx512bw,popcnt")))           // channels first: 16 pixels of one channel a vector
 static void pack_row_avx512(const float* src, int64_t channels, int64_t width, int64_t sc, float lower, float step,
                             float n, int bits, int64_t words, uint64_t* o) {
@@ -530,15 +634,22 @@ static void pack_row_avx512(const float* src, int64_t channels, int64_t width, i
 }
 #endif
 
-void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width,
-                    const int64_t* strides, float lower, float step, int32_t bits, uint64_t* out, int32_t threads,
-                    int32_t isa) {
+static void pack_input(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width,
+                       const int64_t* strides, float lower, float step, int32_t bits, uint64_t* out, int32_t threads,
+                       int32_t isa) {
     const int64_t words = (channels + 63) / 64, sn = strides[0], sc = strides[1], sh = strides[2], sw = strides[3];
     const float n = (float)((1 << bits) - 1);
-    parallel_rows(batch * height, width, threads, [=](int64_t lo, int64_t hi) {
+    float edges[15];
+    const bool has_edges = bits <= 4 && level_edges(lower, step, n, (1 << bits) - 1, edges);
+    parallel_rows(batch * height, width, threads, [&](int64_t lo, int64_t hi) {
         for (int64_t r = lo; r < hi; ++r) {                 // r = (image, row)
             const int64_t b = r / height, h = r % height;
 #ifdef DAQ_X86
+            if (isa == 2 && sc == 1 && sw == channels && words == 1 && bits <= 4) {
+                pack_pixels_avx512(x + b * sn + h * sh, width, channels, lower, step, n, bits,
+                                   has_edges ? edges : nullptr, out + (b * height + h) * width * bits);
+                continue;
+            }
             if (isa == 2 && sw == 1 && sc != 1) {
                 pack_row_avx512(x + b * sn + h * sh, channels, width, sc, lower, step, n, bits, words,
                                 out + (b * height + h) * width * bits * words);
@@ -559,5 +670,56 @@ void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t hei
             }
         }
     });
+}
+
+void daq_pack_input(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width,
+                    const int64_t* strides, float lower, float step, int32_t bits, uint64_t* out, int32_t threads,
+                    int32_t isa) {
+    pack_input(x, batch, channels, height, width, strides, lower, step, bits, out, threads, isa);
+}
+
+// --- section: program
+// A segment of a network in one call: quantizing and packing a float value, the convolutions (whose epilogues write
+// the next layer's packed levels, or floats with the block's residual added), and ResNet's parameter-free shortcut
+// (every s-th row and column, zero channels added on either side). Float values are channels last [N, H, W, C];
+// value i lives in buffers[i], laid out and sized by the caller once per input shape.
+struct Step {
+    int32_t kind, src, dst, residual;          // kind: 0 pack, 1 convolution, 2 shortcut; residual: -1 for none
+    ConvArgs* conv;                            // kind 1: the layer with its sizes (act, out, residual: the buffers)
+    int64_t batch, height, width, channels;    // kinds 0 and 2: the float source [N, H, W, C]
+    float lower, step; int32_t bits, isa;      // kind 0: the input quantizer
+    int32_t stride, before, after;             // kind 2: every stride-th row and column; zero channels before, after
+};
+
+static void shortcut(const Step& s, const float* x, float* y) {
+    const int64_t oh = (s.height + s.stride - 1) / s.stride, ow = (s.width + s.stride - 1) / s.stride;
+    const int64_t c = s.channels, oc = c + s.before + s.after;
+    for (int64_t n = 0; n < s.batch; ++n)
+        for (int64_t h = 0; h < oh; ++h)
+            for (int64_t w = 0; w < ow; ++w) {
+                float* o = y + ((n * oh + h) * ow + w) * oc;
+                std::memset(o, 0, sizeof(float) * s.before);
+                std::memcpy(o + s.before, x + ((n * s.height + h * s.stride) * s.width + w * s.stride) * c,
+                            sizeof(float) * c);
+                std::memset(o + s.before + c, 0, sizeof(float) * s.after);
+            }
+}
+
+int daq_program_abi() { return (int)sizeof(Step); }
+
+void daq_run_program(const Step* steps, int32_t count, void* const* buffers, int32_t threads) {
+    for (int32_t i = 0; i < count; ++i) {
+        const Step& s = steps[i];
+        if (s.kind == 0) {
+            const int64_t strides[4] = {s.height * s.width * s.channels, 1, s.width * s.channels, s.channels};
+            pack_input((const float*)buffers[s.src], s.batch, s.channels, s.height, s.width, strides, s.lower, s.step,
+                       s.bits, (uint64_t*)buffers[s.dst], threads, s.isa);
+        } else if (s.kind == 1) {
+            ConvArgs a = *s.conv;
+            a.act = (const uint64_t*)buffers[s.src]; a.out = buffers[s.dst]; a.threads = threads;
+            a.residual = s.residual < 0 ? nullptr : (const float*)buffers[s.residual];
+            daq_packed_conv(&a);
+        } else shortcut(s, (const float*)buffers[s.src], (float*)buffers[s.dst]);
+    }
 }
 }
