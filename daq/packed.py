@@ -74,7 +74,8 @@ def _load(portable:bool) -> ctypes.CDLL:
     lib.daq_pack_input.restype = None
     lib.daq_compact_words.argtypes, lib.daq_compact_words.restype = [ctypes.POINTER(ConvArgs)], i64
     lib.daq_compact_weights.argtypes, lib.daq_compact_weights.restype = [ctypes.POINTER(ConvArgs), pointer], None
-    lib.daq_run_program.argtypes, lib.daq_run_program.restype = [pointer, i32, pointer, i32], None
+    lib.daq_run_program.argtypes = [pointer, i32, pointer, i32, i32, i32, i32, i64, pointer, i64, pointer, i64]
+    lib.daq_run_program.restype = None
     if lib.daq_packed_abi() != ctypes.sizeof(ConvArgs):
         raise RuntimeError(f"the compiled ConvArgs has {lib.daq_packed_abi()} bytes, ctypes' {ctypes.sizeof(ConvArgs)}")
     return lib
@@ -271,7 +272,7 @@ class ProgramStep(ctypes.Structure):
         ('after', 'int32'))]
 
 class PackedProgram:
-    "Packing, packed convolutions and shortcuts run in one C++ call; buffers laid out once per input shape."
+    "Packing, packed convolutions and shortcuts run in one C++ call; buffers laid out once per image shape."
     def __init__(self, steps:list, # ('pack', src, dst, InputPacker), ('conv', src, dst, residual|None, PackedConv),
                                    # or ('shortcut', src, dst, stride, zero channels before, after); value 0: the input
                  output:int # the value returned
@@ -285,7 +286,7 @@ class PackedProgram:
         for i, s in enumerate(steps):
             if not all(v in (0, *made[:i]) for v in (s[1], s[3] if s[0] == 'conv' else 0) if v is not None):
                 raise ValueError(f"step {i} ({s[0]}) reads a value no earlier step makes")
-        self.steps, self.output, self._plan_for = list(steps), output, None
+        self.steps, self.output, self._plans = list(steps), output, {}
         libs = {id(s[-1].lib): s[-1].lib for s in steps if s[0] != 'shortcut'}
         if len(libs) != 1: raise ValueError("a program needs at least one packed step, all from one library")
         self.lib = next(iter(libs.values()))
@@ -329,23 +330,38 @@ def _conv_args(conv, src:tuple, dst:tuple) -> ConvArgs:
 
 # %% ../nbs/06_packed.ipynb #6124e969
 @patch_to(PackedProgram)
-def _plan(self, shape:tuple) -> dict:
-    "Every value's shape, one buffer per value (a buffer reused once its value is dead), and the C++ steps."
-    if self._plan_for is not None and self._plan_for['shape'] == shape: return self._plan_for
+def _plan(self, shape:tuple, # one image's: (1, C, H, W)
+          workers:int # threads that run images side by side, each with its own buffers
+         ) -> dict:
+    "Every value's shape, one buffer per value and worker (reused once its value is dead), and the C++ steps."
+    if (shape, workers) in self._plans: return self._plans[shape, workers]
     shapes, last_use = {0: (shape, True)}, {}
     for i, s in enumerate(self.steps):
         shapes[s[2]] = _value_shape(s, shapes)
         for v in (s[1], s[3] if s[0] == 'conv' else None): last_use[v] = i
-    free, buffers, keep = [], {}, []
-    for i, s in enumerate(self.steps):
-        (dims, is_float), v = shapes[s[2]], s[2]
-        need = math.prod(dims) * (4 if is_float else 8)
-        fits = [k for k, b in enumerate(free) if b.numel() >= need]
-        if v != self.output:                                   # the smallest free buffer that fits, else a new one
-            best = min(fits, key=lambda k: free[k].numel()) if fits else None
-            buffers[v] = free.pop(best) if fits else torch.empty(need, dtype=torch.uint8)
-        free += [buffers[u] for u in (s[1], s[3] if s[0] == 'conv' else None)
-                 if u in buffers and last_use.get(u) == i and u != v]
+    values, keep = max(shapes) + 1, []
+    pointers = (ctypes.c_void_p * (values * workers))()
+    for w in range(workers):
+        free, buffers = [], {}
+        for i, s in enumerate(self.steps):
+            (dims, is_float), v = shapes[s[2]], s[2]
+            need = math.prod(dims) * (4 if is_float else 8)
+            fits = [k for k, b in enumerate(free) if b.numel() >= need]
+            if v != self.output:                               # the smallest free buffer that fits, else a new one
+                best = min(fits, key=lambda k: free[k].numel()) if fits else None
+                buffers[v] = free.pop(best) if fits else torch.empty(need, dtype=torch.uint8)
+            free += [buffers[u] for u in (s[1], s[3] if s[0] == 'conv' else None)
+                     if u in buffers and last_use.get(u) == i and u != v]
+        for v, b in buffers.items(): pointers[w * values + v] = b.data_ptr()
+        keep += buffers.values()
+    self._plans = {k: p for k, p in self._plans.items() if k[0] == shape}    # an old image shape's buffers go
+    self._plans[shape, workers] = dict(shapes=shapes, steps=self._c_steps(shapes, keep), pointers=pointers,
+                                       values=values, keep=keep)
+    return self._plans[shape, workers]
+
+@patch_to(PackedProgram)
+def _c_steps(self, shapes:dict, keep:list) -> ctypes.Array:
+    "The C++ steps for these value shapes (the convolutions' argument copies appended to `keep`, to stay alive)."
     steps = (ProgramStep * len(self.steps))()
     for c, s in zip(steps, self.steps):
         (src, _), (dst, _) = shapes[s[1]], shapes[s[2]]
@@ -356,10 +372,8 @@ def _plan(self, shape:tuple) -> dict:
         else: c.batch, c.channels, c.height, c.width = src
         if s[0] == 'pack': c.lower, c.step, c.bits, c.isa = s[3].lower, s[3].step, s[3].bits, s[3].isa
         if s[0] == 'shortcut': c.stride, c.before, c.after = s[3:]
-    pointers = (ctypes.c_void_p * (max(shapes) + 1))()
-    for v, b in buffers.items(): pointers[v] = b.data_ptr()
-    self._plan_for = dict(shape=shape, shapes=shapes, steps=steps, pointers=pointers, buffers=buffers, keep=keep)
-    return self._plan_for
+    return steps
+
 
 # %% ../nbs/06_packed.ipynb #44a96149
 @patch_to(PackedProgram)
@@ -370,10 +384,14 @@ def run(self, x:torch.Tensor, # float32 [N, C, H, W], any layout (copied to chan
     if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != 'cpu':
         raise ValueError(f"a PackedProgram takes a float32 [N, C, H, W] CPU tensor, got {x.dtype} {tuple(x.shape)}"
                          f" on {x.device}")
-    x = x.contiguous(memory_format=torch.channels_last)
-    plan = self._plan(tuple(x.shape))
+    x, threads, n = x.contiguous(memory_format=torch.channels_last), threads or torch.get_num_threads(), len(x)
+    workers = max(1, min(threads, n))
+    plan = self._plan((1, *x.shape[1:]), workers)
     dims, is_float = plan['shapes'][self.output]
+    dims = (n, *dims[1:])
     out = torch.empty(_nhwc(dims)).permute(0, 3, 1, 2) if is_float else torch.empty(dims, dtype=torch.int64)
-    plan['pointers'][0], plan['pointers'][self.output] = x.data_ptr(), out.data_ptr()
-    self.lib.daq_run_program(plan['steps'], len(plan['steps']), plan['pointers'], threads or torch.get_num_threads())
+    self.lib.daq_run_program(plan['steps'], len(plan['steps']), plan['pointers'], plan['values'], self.output,
+                             workers, threads if workers == 1 else 1, n, x.data_ptr(), x[:1].numel() * 4,
+                             out.data_ptr(), out[:1].numel() * out.element_size())
     return out
+

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <atomic>
 #include <thread>
 #include <vector>
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(DAQ_PORTABLE_ONLY)   // -DDAQ_PORTABLE_ONLY: plain C++
@@ -264,6 +265,181 @@ static void rows_avx512(const ConvArgs& args, int64_t first, int64_t last, Windo
 }
 #endif
 
+// --- section: avx2 blocked
+// AVX2 has no vector popcount: each byte of w AND a is counted by two 16-entry table lookups (VPSHUFB), one per
+// nibble. The nibbles are split once (the weights' when loaded, for all B pixels; the activations' once per window),
+// so a word costs two ANDs, two lookups and two byte adds. Byte counts (at most 8 a word) are summed over up to 31
+// words before VPSADBW turns them into the four 64-bit lanes' totals. Four output channels a vector, eight (one
+// output byte) a step, B output pixels at a time, then the epilogue of the AVX-512 path on eight sums.
+#ifdef DAQ_X86
+static inline void split_nibbles(uint64_t* to, const uint64_t* from, int64_t count) {   // [lo, hi] per word
+    for (int64_t k = 0; k < count; ++k) {
+        to[2 * k] = from[k] & 0x0f0f0f0f0f0f0f0fULL; to[2 * k + 1] = (from[k] >> 4) & 0x0f0f0f0f0f0f0f0fULL;
+    }
+}
+
+__attribute__((target("avx2,popcnt")))
+static inline __attribute__((always_inline)) void epilogue_avx2(const ConvArgs& a, const int64_t* s, int64_t active,
+                                                                int64_t n, int64_t oh, int64_t ow, int64_t co) {
+    const int64_t cp = a.cout_padded, out_words = (a.cout + 63) / 64, offset = (int64_t)a.n_w * active;
+    if (a.out_bits == 0) {                              // P -> double -> float, then as the AVX-512 epilogue
+        alignas(32) float f[8];
+        for (int c = 0; c < 8; ++c) f[c] = (float)(double)(2 * s[c] - offset);
+        __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_load_ps(f), _mm256_loadu_ps(a.scale + co)),
+                                 _mm256_loadu_ps(a.bias + co));
+        const int inside = (int)std::min<int64_t>(8, a.cout - co);
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(inside), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        if (a.residual) {
+            const int64_t* rs = a.residual_stride;
+            const float* r = a.residual + n * rs[0] + co * rs[1] + oh * rs[2] + ow * rs[3];
+            __m256 add;
+            if (rs[1] == 1) add = _mm256_maskload_ps(r, mask);
+            else {
+                alignas(32) float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                for (int c = 0; c < inside; ++c) lane[c] = r[c * rs[1]];
+                add = _mm256_load_ps(lane);
+            }
+            y = _mm256_add_ps(y, add);
+            y = _mm256_or_ps(_mm256_max_ps(y, _mm256_setzero_ps()), _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
+        }
+        _mm256_maskstore_ps((float*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.cout + co, mask, y);
+        return;
+    }
+    uint8_t* packed = (uint8_t*)((uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words
+                                 + co / 64) + (co % 64) / 8;
+    const __m256i zero = _mm256_setzero_si256(), off = _mm256_set1_epi64x(offset);
+    __m256i q[2], k[2];
+    for (int h = 0; h < 2; ++h) {                       // q = sign P (sign = +-1: negate where it is -1)
+        const __m256i p = _mm256_loadu_si256((const __m256i*)(s + 4 * h));
+        const __m256i neg = _mm256_cmpgt_epi64(zero, _mm256_loadu_si256((const __m256i*)(a.sign + co + 4 * h)));
+        q[h] = _mm256_sub_epi64(_mm256_xor_si256(_mm256_sub_epi64(_mm256_add_epi64(p, p), off), neg), neg);
+        k[h] = zero;
+    }
+    if (a.out_bits == 1) {                              // q >= t: not t > q; 4 lanes a movemask
+        int below = 0;
+        for (int h = 0; h < 2; ++h)
+            below |= _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(
+                         _mm256_loadu_si256((const __m256i*)(a.thresholds + co + 4 * h)), q[h]))) << (4 * h);
+        *packed = (uint8_t)~below;
+        return;
+    }
+    const int levels = (1 << a.out_bits) - 1;
+    for (int j = 0; j < levels; ++j)
+        for (int h = 0; h < 2; ++h)                     // k += (q >= t_j): subtract the all-ones "t_j > q" - 1
+            k[h] = _mm256_add_epi64(k[h], _mm256_add_epi64(_mm256_cmpgt_epi64(_mm256_loadu_si256(
+                       (const __m256i*)(a.thresholds + j * cp + co + 4 * h)), q[h]), _mm256_set1_epi64x(1)));
+    for (int b = 0; b < a.out_bits; ++b) {              // bit b of each k, moved to the sign bit
+        int bits = 0;
+        for (int h = 0; h < 2; ++h)
+            bits |= _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_slli_epi64(k[h], 63 - b))) << (4 * h);
+        packed[b * out_words * 8] = (uint8_t)bits;
+    }
+}
+
+// xs: the B pixels' activation words split into nibbles, [B][count][AP][words][lo, hi]; the weight words of tap t,
+// plane i are at weight + (index[t] WP + i) words cp (the packed layout, or the compact one with index = kernel row).
+template <int WP, int AP, int B, int WD, int KT>
+__attribute__((target("avx2,popcnt")))
+static inline __attribute__((always_inline)) void pixels_avx2(const ConvArgs& a, const uint64_t* weight,
+        const int32_t* index, int count_, int words_, const uint64_t* xs, const int64_t* active, int64_t n,
+        int64_t oh, int64_t ow) {
+    const int words = WD ? WD : words_, count = KT ? KT : count_;
+    const int64_t cp = a.cout_padded, out_words = (a.cout + 63) / 64;
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    if (a.out_bits)
+        std::memset((uint64_t*)a.out + ((n * a.out_h + oh) * a.out_w + ow) * a.out_bits * out_words, 0,
+                    sizeof(uint64_t) * B * a.out_bits * out_words);
+    for (int64_t co = 0; co < cp; co += 8) {
+        alignas(32) int64_t sums[B][8];
+        for (int h = 0; h < 2; ++h) {
+            __m256i q[B];
+            for (int p = 0; p < B; ++p) q[p] = zero;
+            for (int i = 0; i < WP; ++i)
+                for (int j = 0; j < AP; ++j) {
+                    __m256i c[B];
+                    for (int p = 0; p < B; ++p) c[p] = zero;
+                    int adds = 0;
+                    for (int t = 0; t < count; ++t) {
+                        const uint64_t* w = weight + ((int64_t)index[t] * WP + i) * words * cp + co + 4 * h;
+                        for (int d = 0; d < words; ++d) {
+                            const __m256i wv = _mm256_loadu_si256((const __m256i*)(w + d * cp));
+                            const __m256i lo = _mm256_and_si256(wv, low);
+                            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+                            for (int p = 0; p < B; ++p) {
+                                const uint64_t* x = xs + ((((int64_t)p * count + t) * AP + j) * words + d) * 2;
+                                const __m256i xl = _mm256_set1_epi64x((long long)x[0]);
+                                const __m256i xh = _mm256_set1_epi64x((long long)x[1]);
+                                c[p] = _mm256_add_epi8(c[p], _mm256_add_epi8(
+                                    _mm256_shuffle_epi8(table, _mm256_and_si256(lo, xl)),
+                                    _mm256_shuffle_epi8(table, _mm256_and_si256(hi, xh))));
+                            }
+                            if (++adds == 31 || (t == count - 1 && d == words - 1)) {   // bytes -> 64-bit lanes
+                                for (int p = 0; p < B; ++p) {
+                                    const __m256i lanes = _mm256_sad_epu8(c[p], zero);
+                                    q[p] = _mm256_add_epi64(q[p], i + j ? _mm256_slli_epi64(lanes, i + j) : lanes);
+                                    c[p] = zero;
+                                }
+                                adds = 0;
+                            }
+                        }
+                    }
+                }
+            for (int p = 0; p < B; ++p) _mm256_store_si256((__m256i*)(sums[p] + 4 * h), q[p]);
+        }
+        for (int p = 0; p < B; ++p) epilogue_avx2(a, sums[p], active[p], n, oh, ow + p, co);
+    }
+}
+
+// One row as rows_avx512: border pixels one at a time, interior ones B at a time; their words split once.
+template <int WP, int AP, int WD, int KT>
+__attribute__((target("avx2,popcnt")))
+static void rows_avx2_blocked(const ConvArgs& args, int64_t first, int64_t last, Window& win, int64_t*) {
+    const ConvArgs a = args;
+    constexpr int B = 4;
+    const int count = a.kernel_h * a.kernel_w, words = WD ? WD : a.words;
+    const int64_t pixel_words = (int64_t)AP * words;
+    std::vector<uint64_t> xs((size_t)B * count * pixel_words * 2);
+    std::vector<int32_t> index(count);
+    for (int t = 0; t < count; ++t) index[t] = t;
+    int64_t active[B];
+    const int64_t lo = (a.pad_w + a.stride_w - 1) / a.stride_w;
+    const int64_t reach = a.width - 1 - (int64_t)(a.kernel_w - 1) * a.dilation_w + a.pad_w;
+    const int64_t hi = reach < 0 ? 0 : std::min<int64_t>(a.out_w, reach / a.stride_w + 1);
+    for (int64_t r = first; r < last; ++r) {
+        const int64_t n = r / a.out_h, oh = r % a.out_h, ih = oh * a.stride_h - a.pad_h;
+        const bool inside = ih >= 0 && ih + (int64_t)(a.kernel_h - 1) * a.dilation_h < a.height;
+        for (int64_t ow = 0; ow < a.out_w;) {
+            if (!(inside && ow >= lo && ow + B <= hi)) {
+                window(a, n, oh, ow, win);
+                for (int t = 0; t < win.count; ++t)
+                    split_nibbles(xs.data() + t * pixel_words * 2, win.taps[t], pixel_words);
+                pixels_avx2<WP, AP, 1, WD, 0>(a, a.weight, win.index, win.count, words, xs.data(), &win.active,
+                                              n, oh, ow);
+                ++ow; continue;
+            }
+            for (int p = 0; p < B; ++p) {
+                const uint64_t* x = a.act + ((n * a.height + ih) * a.width + (ow + p) * a.stride_w - a.pad_w)
+                                            * pixel_words;
+                active[p] = 0;
+                for (int kh = 0; kh < a.kernel_h; ++kh)
+                    for (int kw = 0; kw < a.kernel_w; ++kw) {
+                        const uint64_t* tap = x + ((int64_t)kh * a.dilation_h * a.width + (int64_t)kw * a.dilation_w)
+                                                  * pixel_words;
+                        split_nibbles(xs.data() + ((int64_t)p * count + kh * a.kernel_w + kw) * pixel_words * 2, tap,
+                                      pixel_words);
+                        for (int64_t k = 0; k < pixel_words; ++k)
+                            active[p] += (int64_t)__builtin_popcountll(tap[k]) << (k / words);
+                    }
+            }
+            pixels_avx2<WP, AP, B, WD, KT>(a, a.weight, index.data(), count, words, xs.data(), active, n, oh, ow);
+            ow += B;
+        }
+    }
+}
+#endif
+
 // --- section: compact
 // Short channel counts: the taps of one kernel row side by side in one or two words. Each input row is copied into a
 // zero-padded byte buffer, one pixel every `pitch` bytes (C_in bits rounded up to whole bytes), so the window of
@@ -389,19 +565,62 @@ static void compact_rows_avx512(const ConvArgs& args, const Compact& c, const ui
     }
 }
 
-template <int WP, int AP> static CompactRows compact_rows_shaped(const Compact& c) {
-    return c.row_words == 1 ? compact_rows_avx512<WP, AP, 1> : compact_rows_avx512<WP, AP, 2>;
+// The compact layout on AVX2: each kernel row's window words (as compact_pixels), split, then pixels_avx2.
+template <int WP, int AP, int RW, int B>
+__attribute__((target("avx2,popcnt")))
+static inline __attribute__((always_inline)) void compact_pixels_avx2(const ConvArgs& a, const Compact& c,
+        const uint64_t* w, const uint8_t* const* rows, const int32_t* index, int64_t n, int64_t oh, int64_t ow) {
+    uint64_t xs[B * 8 * AP * RW * 2];
+    int64_t active[B];
+    for (int p = 0; p < B; ++p) {
+        const int64_t at = (ow + p) * a.stride_w * c.pitch;
+        active[p] = 0;
+        for (int kh = 0; kh < a.kernel_h; ++kh)
+            for (int j = 0; j < AP; ++j)
+                for (int d = 0; d < RW; ++d) {
+                    uint64_t v;
+                    std::memcpy(&v, rows[kh] + j * c.row_bytes + at + 8 * d, 8);
+                    if (d == RW - 1) v &= c.last_mask;
+                    active[p] += (int64_t)__builtin_popcountll(v) << j;
+                    split_nibbles(xs + (((p * a.kernel_h + kh) * AP + j) * RW + d) * 2, &v, 1);
+                }
+    }
+    pixels_avx2<WP, AP, B, RW, 0>(a, w, index, a.kernel_h, RW, xs, active, n, oh, ow);
+}
+
+template <int WP, int AP, int RW>
+__attribute__((target("avx2,popcnt")))
+static void compact_rows_avx2(const ConvArgs& args, const Compact& c, const uint64_t* w, const uint8_t* buffer,
+                              int64_t first, int64_t last) {
+    const ConvArgs a = args;
+    constexpr int B = 4;
+    const uint8_t* rows[8];
+    const int32_t index[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int64_t r = first; r < last; ++r) {
+        const int64_t n = r / a.out_h, oh = r % a.out_h;
+        for (int kh = 0; kh < a.kernel_h; ++kh)
+            rows[kh] = buffer + ((n * c.padded_h + oh * a.stride_h + (int64_t)kh * a.dilation_h) * a.act_planes)
+                                * c.row_bytes;
+        int64_t ow = 0;
+        for (; ow + B <= a.out_w; ow += B) compact_pixels_avx2<WP, AP, RW, B>(a, c, w, rows, index, n, oh, ow);
+        for (; ow < a.out_w; ++ow) compact_pixels_avx2<WP, AP, RW, 1>(a, c, w, rows, index, n, oh, ow);
+    }
+}
+
+template <int WP, int AP> static CompactRows compact_rows_shaped(const ConvArgs& a, const Compact& c) {
+    if (a.isa == 2) return c.row_words == 1 ? compact_rows_avx512<WP, AP, 1> : compact_rows_avx512<WP, AP, 2>;
+    return c.row_words == 1 ? compact_rows_avx2<WP, AP, 1> : compact_rows_avx2<WP, AP, 2>;
 }
 template <int WP> static CompactRows compact_rows_for(const ConvArgs& a, const Compact& c) {
     const int ap = a.act_planes;
-    return ap == 1 ? compact_rows_shaped<WP, 1>(c) : ap == 2 ? compact_rows_shaped<WP, 2>(c)
-         : ap == 3 ? compact_rows_shaped<WP, 3>(c) : compact_rows_shaped<WP, 4>(c);
+    return ap == 1 ? compact_rows_shaped<WP, 1>(a, c) : ap == 2 ? compact_rows_shaped<WP, 2>(a, c)
+         : ap == 3 ? compact_rows_shaped<WP, 3>(a, c) : compact_rows_shaped<WP, 4>(a, c);
 }
 #endif
 
 static bool takes_compact(const ConvArgs& a, Compact& c) {     // the compact path's condition
 #if defined(DAQ_X86) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return a.isa == 2 && a.weight_planes <= 4 && a.act_planes <= 4 && compact_layout(a, c);
+    return a.isa >= 1 && a.weight_planes <= 4 && a.act_planes <= 4 && compact_layout(a, c);
 #else
     (void)a; (void)c; return false;
 #endif
@@ -442,6 +661,17 @@ template <int WP> static Rows rows_avx512_for(const ConvArgs& a) {
     return ap == 1 ? rows_avx512_shaped<WP, 1>(a) : ap == 2 ? rows_avx512_shaped<WP, 2>(a)
          : ap == 3 ? rows_avx512_shaped<WP, 3>(a) : ap == 4 ? rows_avx512_shaped<WP, 4>(a) : rows_avx2;
 }
+
+template <int WP, int AP> static Rows rows_avx2_shaped(const ConvArgs& a) {      // as rows_avx512_shaped
+    const bool nine = a.kernel_h * a.kernel_w == 9;
+    if (a.words == 1) return nine ? rows_avx2_blocked<WP, AP, 1, 9> : rows_avx2_blocked<WP, AP, 1, 0>;
+    return nine ? rows_avx2_blocked<WP, AP, 0, 9> : rows_avx2_blocked<WP, AP, 0, 0>;
+}
+template <int WP> static Rows rows_avx2_for(const ConvArgs& a) {
+    const int ap = a.act_planes;
+    return ap == 1 ? rows_avx2_shaped<WP, 1>(a) : ap == 2 ? rows_avx2_shaped<WP, 2>(a)
+         : ap == 3 ? rows_avx2_shaped<WP, 3>(a) : ap == 4 ? rows_avx2_shaped<WP, 4>(a) : rows_avx2;
+}
 #endif
 
 static Rows rows_for(const ConvArgs& a) {                 // the loop for this layer's dispatch level and bit-widths
@@ -451,7 +681,11 @@ static Rows rows_for(const ConvArgs& a) {                 // the loop for this l
         return wp == 1 ? rows_avx512_for<1>(a) : wp == 2 ? rows_avx512_for<2>(a) : wp == 3 ? rows_avx512_for<3>(a)
              : wp == 4 ? rows_avx512_for<4>(a) : rows_avx2;
     }
-    if (a.isa == 1) return rows_avx2;
+    if (a.isa == 1) {
+        const int wp = a.weight_planes;
+        return wp == 1 ? rows_avx2_for<1>(a) : wp == 2 ? rows_avx2_for<2>(a) : wp == 3 ? rows_avx2_for<3>(a)
+             : wp == 4 ? rows_avx2_for<4>(a) : rows_avx2;
+    }
 #endif
     return rows_portable;
 }
@@ -707,7 +941,7 @@ static void shortcut(const Step& s, const float* x, float* y) {
 
 int daq_program_abi() { return (int)sizeof(Step); }
 
-void daq_run_program(const Step* steps, int32_t count, void* const* buffers, int32_t threads) {
+static void run_steps(const Step* steps, int32_t count, void* const* buffers, int32_t threads) {
     for (int32_t i = 0; i < count; ++i) {
         const Step& s = steps[i];
         if (s.kind == 0) {
@@ -721,5 +955,25 @@ void daq_run_program(const Step* steps, int32_t count, void* const* buffers, int
             daq_packed_conv(&a);
         } else shortcut(s, (const float*)buffers[s.src], (float*)buffers[s.dst]);
     }
+}
+
+// The steps are laid out for a batch of one; the images are shared out to `workers` threads, each with its own set
+// of `values` buffers (buffers[w * values + v]), so every image's values stay in the core's cache. Value 0 of image
+// i is at input + i input_bytes, the output value's at output + i output_bytes; `threads` split one image's rows.
+void daq_run_program(const Step* steps, int32_t count, void* const* buffers, int32_t values, int32_t out_value,
+                     int32_t workers, int32_t threads, int64_t images, const char* input, int64_t input_bytes,
+                     char* output, int64_t output_bytes) {
+    std::atomic<int64_t> next{0};
+    auto work = [&](int32_t w) {
+        std::vector<void*> b(buffers + (int64_t)w * values, buffers + (int64_t)(w + 1) * values);
+        for (int64_t i = next++; i < images; i = next++) {
+            b[0] = (void*)(input + i * input_bytes); b[out_value] = output + i * output_bytes;
+            run_steps(steps, count, b.data(), threads);
+        }
+    };
+    std::vector<std::thread> pool;
+    for (int32_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+    work(0);
+    for (auto& t : pool) t.join();
 }
 }
