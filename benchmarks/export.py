@@ -252,7 +252,12 @@ def main(argv=None):
                   f"{100 * row['of_peak']:5.1f} % of its arithmetic peak ({row['peak_images_per_s']:,.0f} img/s)")
     import onnx, onnxruntime, safetensors
     versions = dict(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__, safetensors=safetensors.__version__)
-    record = dict(machine=machine_info(torch.device('cpu')), versions=versions, sizes=sizes, results=rows,
+    from daq.packed import ISAS, available_isas, chosen_isa, native_library
+    lib = native_library()
+    isa = dict(chosen=ISAS[chosen_isa(lib)], available=list(available_isas(lib)))
+    print(f"# packed kernels: {isa['chosen']} (this CPU has {', '.join(isa['available'])})")
+    record = dict(machine=machine_info(torch.device('cpu')), versions=versions, packed_isa=isa,
+                  sizes=sizes, results=rows,
                   arithmetic_peak=peak, multiply_accumulates=macs, peak_memory_mb=memory,
                   wall_s=round(time.perf_counter() - start, 1))
     if args.json: write_record(args, **record)

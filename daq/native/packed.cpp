@@ -868,6 +868,31 @@ static void pack_row_avx512(const float* src, int64_t channels, int64_t width, i
 }
 #endif
 
+#ifdef DAQ_X86
+__attribute__((target("avx2")))            // as pack_pixels_avx512 with its edges: 8 channels a comparison
+static void pack_pixels_avx2(const float* src, int64_t pixels, int64_t channels, int bits, const float* edges,
+                             uint64_t* o) {
+    const int levels = (1 << bits) - 1;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t p = 0; p < pixels; ++p, src += channels, o += bits) {
+        uint64_t word[4] = {0, 0, 0, 0};
+        for (int64_t c = 0; c < channels; c += 8) {
+            const __m256i inside = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)std::min<int64_t>(8, channels - c)),
+                                                      lane);
+            const __m256 x = _mm256_maskload_ps(src + c, inside);
+            __m256i k = _mm256_setzero_si256();     // k = #{j : x >= edge_j} (minus the all-ones of each true)
+            for (int j = 0; j < levels; ++j)
+                k = _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_set1_ps(edges[j]), _CMP_GE_OQ)));
+            k = _mm256_and_si256(k, inside);
+            for (int j = 0; j < bits; ++j)          // bit j of each lane's k, moved to its sign bit
+                word[j] |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(k, 31 - j)))
+                           << c;
+        }
+        for (int j = 0; j < bits; ++j) o[j] = word[j];
+    }
+}
+#endif
+
 static void pack_input(const float* x, int64_t batch, int64_t channels, int64_t height, int64_t width,
                        const int64_t* strides, float lower, float step, int32_t bits, uint64_t* out, int32_t threads,
                        int32_t isa) {
@@ -882,6 +907,11 @@ static void pack_input(const float* x, int64_t batch, int64_t channels, int64_t 
             if (isa == 2 && sc == 1 && sw == channels && words == 1 && bits <= 4) {
                 pack_pixels_avx512(x + b * sn + h * sh, width, channels, lower, step, n, bits,
                                    has_edges ? edges : nullptr, out + (b * height + h) * width * bits);
+                continue;
+            }
+            if (isa == 1 && has_edges && sc == 1 && sw == channels && words == 1) {
+                pack_pixels_avx2(x + b * sn + h * sh, width, channels, bits, edges,
+                                 out + (b * height + h) * width * bits);
                 continue;
             }
             if (isa == 2 && sw == 1 && sc != 1) {
