@@ -359,6 +359,7 @@ def _plan(self, shape:tuple, # one image's: (1, C, H, W)
                                        values=values, keep=keep)
     return self._plans[shape, workers]
 
+# %% ../nbs/06_packed.ipynb #c77f5451
 @patch_to(PackedProgram)
 def _c_steps(self, shapes:dict, keep:list) -> ctypes.Array:
     "The C++ steps for these value shapes (the convolutions' argument copies appended to `keep`, to stay alive)."
@@ -373,7 +374,6 @@ def _c_steps(self, shapes:dict, keep:list) -> ctypes.Array:
         if s[0] == 'pack': c.lower, c.step, c.bits, c.isa = s[3].lower, s[3].step, s[3].bits, s[3].isa
         if s[0] == 'shortcut': c.stride, c.before, c.after = s[3:]
     return steps
-
 
 # %% ../nbs/06_packed.ipynb #44a96149
 @patch_to(PackedProgram)
